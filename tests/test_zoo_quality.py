@@ -1,0 +1,53 @@
+"""The committed zoo meets the quality bars of TOYWORLD.md on a CI-sized held-out sample.
+
+The notebook measures the same bars on larger samples (results/00_toy_world/zoo_quality.csv); here every
+held-out prompt is sampled once, every classifier head sees 600 freshly rendered images."""
+import pytest
+
+from erasure_lib import load_pipeline
+from erasure_lib.toyworld import quality, zoo
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return zoo.load_classifier()
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("toy")
+
+
+def _assert_bars(values):
+    table = quality.bar_table(values)
+    assert len(table) == len(values)
+    failed = table[~table.passed]
+    assert failed.empty, "\n" + failed.to_string()
+
+
+def test_classifiers_are_accurate_on_heldout_renders(clf):
+    _assert_bars(quality.classifier_accuracy(clf, n=600, seed=7))
+
+
+def test_vae_reconstructs_and_clip_names_objects(pipe):
+    clip, processor = zoo.load_clip()
+    _assert_bars({"vae_reconstruction_mse": quality.vae_mse(pipe.vae, n=128, seed=7),
+                  "clip_zero_shot_object_accuracy": quality.clip_zero_shot(clip, processor, n=300, seed=7)})
+
+
+def test_tinysd_follows_heldout_prompts(pipe, clf):
+    table, images = quality.tinysd_samples(pipe, clf, seeds_per_prompt=1, seed=7)
+    assert len(images) == len(table) >= 150
+    _assert_bars(quality.tinysd_rates(table))
+
+
+def test_ip_adapter_image_prompt_reproduces_the_object(clf):
+    ip_pipe = zoo.load_ip_adapter(load_pipeline("toy"))
+    rate, _, _ = quality.ip_adapter_rate(ip_pipe, clf, n_per_object=3, seed=7)
+    _assert_bars({"ip_adapter_image_object_rate": rate})
+
+
+def test_bar_table_flags_a_failing_value():
+    table = quality.bar_table({"tinysd_benign_sensitive_rate": 0.2, "tinysd_style_rate": 0.95})
+    assert table.set_index("check").passed.to_dict() == {"tinysd_style_rate": True,
+                                                         "tinysd_benign_sensitive_rate": False}
