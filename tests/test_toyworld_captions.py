@@ -39,3 +39,10 @@ def test_prompt_sets_are_reproducible():
 def test_unknown_prompt_set_raises():
     with pytest.raises(ValueError, match="valid: explicit_object"):
         prompt_set("i2p")
+
+
+def test_committed_prompt_csv_matches_the_grammar():
+    import pandas as pd
+    from erasure_lib.toyworld.zoo import data_dir
+    committed = pd.read_csv(data_dir() / "prompts" / "toy_heldout.csv")
+    assert committed.equals(prompt_set())

@@ -222,3 +222,13 @@ def prompt_set(name: str | None = None) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["prompt", "set", "target", "family"])
     df["case_id"] = range(len(df))
     return df
+
+
+def write_prompt_csv(path) -> None:
+    """Commit-friendly copy of every held-out prompt set (``data/prompts/toy_heldout.csv``)."""
+    from pathlib import Path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    prompt_set().to_csv(tmp, index=False)
+    tmp.replace(path)

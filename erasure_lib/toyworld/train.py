@@ -5,6 +5,7 @@ Parts, in dependency order (``--part`` picks some; each skips if its output exis
 ``data``        render the training set (40k scenes, 4 captions each) and train the tokenizer
 ``clip``        toy CLIP, contrastive (text + vision towers)
 ``vae``         AutoencoderKL, f=4
+``vae_decoder`` the VAE's decoder fine-tuned with the encoder frozen (latents unchanged, like SD's ft-MSE VAE)
 ``classifier``  the concept classifiers and the FID feature extractor
 ``unet``        UNet2DConditionModel on VAE latents, conditioned on the *frozen* toy CLIP text tower
 ``assemble``    TinySD as one ``StableDiffusionPipeline`` folder
@@ -32,12 +33,12 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from . import models, zoo
-from .captions import prompt_set, recaption, sample_training_pairs
+from .captions import prompt_set, recaption, sample_training_pairs, write_prompt_csv
 from .render import render_batch
 from .tokenizer import train_tokenizer
 from .world import scene_labels
 
-PARTS = ("data", "clip", "vae", "classifier", "unet", "assemble", "ip_adapter")
+PARTS = ("data", "clip", "vae", "vae_decoder", "classifier", "unet", "assemble", "ip_adapter")
 N_TRAIN = 40_000
 N_CAPTIONS = 4
 
@@ -45,6 +46,7 @@ N_CAPTIONS = 4
 CONFIG = {
     "clip": dict(steps=2000, batch=128, lr=1e-3, warmup=200),
     "vae": dict(steps=2000, batch=32, lr=1e-3, warmup=100),
+    "vae_decoder": dict(steps=2500, batch=32, lr=5e-4, warmup=100),
     "classifier": dict(steps=1500, batch=96, lr=2e-3, warmup=100),
     "unet": dict(steps=5000, batch=64, lr=5e-4, warmup=200, ema=0.999, uncond_p=0.1),
     "ip_adapter": dict(steps=1500, batch=64, lr=1e-3, warmup=100, text_drop_p=0.5),
@@ -156,6 +158,7 @@ def build_data(run_dir: Path, out: Path, seed: int):
     labels = {k: np.array([scene_labels(s)[k] for s in scenes]) for k in ("object", "style", "sensitive", "colour")}
     tok = train_tokenizer([c for cs in captions for c in cs] + list(prompt_set().prompt))
     tok.save_pretrained(out / "toy_clip")
+    write_prompt_csv(out / "prompts" / "toy_heldout.csv")
     ids = np.stack([np.array(tok(cs, padding="max_length", max_length=models.MAX_LENGTH,
                                  truncation=True).input_ids, dtype=np.int16) for cs in captions], axis=1)
     tmp = run_dir / "dataset.tmp.npz"
@@ -179,10 +182,18 @@ def _clip_pixels(x01: torch.Tensor) -> torch.Tensor:
     return (x01 - mean) / std
 
 
-def _pick_ids(data, idx, gen, eos: int):
+def _pick_ids(data, idx, gen):
+    """One of the scene's captions per image, as token ids ``(B, 77)``."""
     which = torch.randint(N_CAPTIONS, (len(idx),), generator=gen)
-    ids = data["ids"][idx, which]
-    return ids
+    return data["ids"][idx, which]
+
+
+def _noised(z0, alphas_cumprod, gen):
+    """DDPM forward process at uniformly drawn timesteps: returns (z_t, t, the noise to predict)."""
+    noise = torch.randn(z0.shape, generator=gen)
+    t = torch.randint(0, len(alphas_cumprod), (len(z0),), generator=gen)
+    a = alphas_cumprod[t].view(-1, 1, 1, 1)
+    return a.sqrt() * z0 + (1 - a).sqrt() * noise, t, noise
 
 
 # --- parts --------------------------------------------------------------------------------------------------
@@ -197,7 +208,7 @@ def train_clip(run_dir: Path, out: Path, seed: int):
 
     def step(k, gen):
         idx = torch.randint(N_TRAIN, (cfg["batch"],), generator=gen)
-        ids = _pick_ids(data, idx, gen, tok.eos_token_id)
+        ids = _pick_ids(data, idx, gen)
         # causal encoder: positions after the first [EoT] cannot change it, so trim the padding for speed
         length = int((ids != tok.eos_token_id).sum(1).max()) + 1
         ids = ids[:, :length]
@@ -242,6 +253,31 @@ def train_vae(run_dir: Path, out: Path, seed: int):
         z = torch.cat([vae.encode(x[i:i + 256]).latent_dist.mean for i in range(0, len(x), 256)])
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     vae.save_pretrained(run_dir / "vae" / "final")
+
+
+def train_vae_decoder(run_dir: Path, out: Path, seed: int):
+    """Fine-tune decoder and post_quant_conv only: the encoder, and so every latent the UNet learns from,
+    stays as it is (SD's ft-MSE VAEs were made the same way)."""
+    from diffusers import AutoencoderKL
+    data = load_data(run_dir)
+    vae = AutoencoderKL.from_pretrained(run_dir / "vae" / "final")
+    vae.requires_grad_(False)
+    trainable = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in trainable:
+        p.requires_grad_(True)
+    cfg = CONFIG["vae_decoder"]
+
+    def step(k, gen):
+        idx = torch.randint(N_TRAIN, (cfg["batch"],), generator=gen)
+        x = _pixels(data["images"][idx]) * 2 - 1
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        rec = vae.decode(z).sample
+        return {"loss": F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)}
+
+    holder = torch.nn.ModuleDict({"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv})
+    train_loop("vae_decoder", run_dir, {"dec": holder}, trainable, cfg, step, seed)
+    vae.save_pretrained(run_dir / "vae_decoder" / "final")
 
 
 def _augment(x, gen):
@@ -301,16 +337,12 @@ def train_unet(run_dir: Path, out: Path, seed: int):
 
     def step(k, gen):
         idx = torch.randint(N_TRAIN, (cfg["batch"],), generator=gen)
-        ids = _pick_ids(data, idx, gen, tok.eos_token_id)
+        ids = _pick_ids(data, idx, gen)
         drop = torch.rand(len(idx), generator=gen) < cfg["uncond_p"]
         ids[drop] = torch.tensor(uncond)
         with torch.no_grad():
             states = text_encoder(ids)[0]
-        z0 = latents[idx]
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        zt, t, noise = _noised(latents[idx], alphas, gen)
         pred = unet(zt, t, encoder_hidden_states=states).sample
         return {"loss": F.mse_loss(pred, noise)}
 
@@ -323,7 +355,7 @@ def assemble(run_dir: Path, out: Path, seed: int):
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
     pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(run_dir / "vae" / "final"),
+        vae=AutoencoderKL.from_pretrained(run_dir / "vae_decoder" / "final"),
         text_encoder=CLIPTextModel.from_pretrained(out / "toy_clip"),
         tokenizer=CLIPTokenizer.from_pretrained(out / "toy_clip"),
         unet=UNet2DConditionModel.from_pretrained(run_dir / "unet" / "final"),
@@ -377,17 +409,13 @@ def train_ip_adapter(run_dir: Path, out: Path, seed: int):
 
     def step(k, gen):
         idx = torch.randint(N_TRAIN, (cfg["batch"],), generator=gen)
-        ids = _pick_ids(data, idx, gen, tok.eos_token_id)
+        ids = _pick_ids(data, idx, gen)
         ids[torch.rand(len(idx), generator=gen) < cfg["text_drop_p"]] = uncond
         img = embeds[idx].clone()
         img[torch.rand(len(idx), generator=gen) < 0.05] = 0.0
         with torch.no_grad():
             states = text_encoder(ids)[0]
-        z0 = latents[idx]
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        zt, t, noise = _noised(latents[idx], alphas, gen)
         pred = unet(zt, t, encoder_hidden_states=states, added_cond_kwargs={"image_embeds": [img[:, None]]}).sample
         return {"loss": F.mse_loss(pred, noise)}
 
@@ -414,9 +442,9 @@ def export_ip_adapter(unet, image_encoder, folder: Path):
     image_encoder.save_pretrained(folder / "image_encoder")
 
 
-_FUNCS = {"data": build_data, "clip": train_clip, "vae": train_vae, "classifier": train_classifier,
+_FUNCS = {"data": build_data, "clip": train_clip, "vae": train_vae, "vae_decoder": train_vae_decoder, "classifier": train_classifier,
           "unet": train_unet, "assemble": assemble, "ip_adapter": train_ip_adapter}
-_OUTPUTS = {"data": "runs:dataset.npz", "clip": "toy_clip/model.safetensors", "vae": "runs:vae/final",
+_OUTPUTS = {"data": "runs:dataset.npz", "clip": "toy_clip/model.safetensors", "vae": "runs:vae/final", "vae_decoder": "runs:vae_decoder/final",
             "classifier": "classifier", "unet": "runs:unet/final", "assemble": "tinysd", "ip_adapter": "ip_adapter"}
 
 
