@@ -32,11 +32,11 @@ def load_pipeline(profile: str = "toy", device=None, dtype=None):
     if profile == "toy":
         from .toyworld.zoo import verify
         folder = verify("tinysd")
-        pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+        pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype)
     else:
         try:
             pipe = StableDiffusionPipeline.from_pretrained(
-                SD14_REPO, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+                SD14_REPO, dtype=dtype, safety_checker=None, requires_safety_checker=False)
         except OSError as err:  # huggingface_hub's offline / connection errors are OSErrors
             raise RuntimeError(
                 f"profile 'sd14' needs {SD14_REPO} from the Hugging Face hub (about 4 GB, downloaded once and "

