@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -225,8 +226,7 @@ def prompt_set(name: str | None = None) -> pd.DataFrame:
 
 
 def write_prompt_csv(path) -> None:
-    """Commit-friendly copy of every held-out prompt set (``data/prompts/toy_heldout.csv``)."""
-    from pathlib import Path
+    """Commit-friendly copy of every held-out prompt set (``data/prompts/toy_heldout.csv``), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

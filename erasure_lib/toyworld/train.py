@@ -331,9 +331,8 @@ def train_unet(run_dir: Path, out: Path, seed: int):
     uncond = tok([""], padding="max_length", max_length=models.MAX_LENGTH).input_ids[0]
     torch.manual_seed(seed)
     unet = models.build_unet()
-    noise_sched = models.build_train_scheduler()
     cfg = CONFIG["unet"]
-    alphas = noise_sched.alphas_cumprod
+    alphas = models.build_train_scheduler().alphas_cumprod
 
     def step(k, gen):
         idx = torch.randint(N_TRAIN, (cfg["batch"],), generator=gen)
@@ -403,8 +402,7 @@ def train_ip_adapter(run_dir: Path, out: Path, seed: int):
         p.requires_grad_(True)
     tok = pipe.tokenizer
     uncond = torch.tensor(tok([""], padding="max_length", max_length=models.MAX_LENGTH).input_ids[0])
-    sched = models.build_train_scheduler()
-    alphas = sched.alphas_cumprod
+    alphas = models.build_train_scheduler().alphas_cumprod
     cfg = CONFIG["ip_adapter"]
 
     def step(k, gen):
@@ -442,10 +440,11 @@ def export_ip_adapter(unet, image_encoder, folder: Path):
     image_encoder.save_pretrained(folder / "image_encoder")
 
 
-_FUNCS = {"data": build_data, "clip": train_clip, "vae": train_vae, "vae_decoder": train_vae_decoder, "classifier": train_classifier,
-          "unet": train_unet, "assemble": assemble, "ip_adapter": train_ip_adapter}
-_OUTPUTS = {"data": "runs:dataset.npz", "clip": "toy_clip/model.safetensors", "vae": "runs:vae/final", "vae_decoder": "runs:vae_decoder/final",
-            "classifier": "classifier", "unet": "runs:unet/final", "assemble": "tinysd", "ip_adapter": "ip_adapter"}
+_FUNCS = {"data": build_data, "clip": train_clip, "vae": train_vae, "vae_decoder": train_vae_decoder,
+          "classifier": train_classifier, "unet": train_unet, "assemble": assemble, "ip_adapter": train_ip_adapter}
+_OUTPUTS = {"data": "runs:dataset.npz", "clip": "toy_clip/model.safetensors", "vae": "runs:vae/final",
+            "vae_decoder": "runs:vae_decoder/final", "classifier": "classifier", "unet": "runs:unet/final",
+            "assemble": "tinysd", "ip_adapter": "ip_adapter"}
 
 
 def _output(part, run_dir, out):
