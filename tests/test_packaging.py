@@ -63,12 +63,22 @@ def test_environment_installs_the_project_and_python_311(environment):
 
 def test_no_forbidden_dependencies(environment_pins):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    # the opt-in `gpu` extra (Inception FID on a Colab GPU) is the one place torch-fidelity may appear
+    extras = {k: v for k, v in project["optional-dependencies"].items() if k != "gpu"}
+    lines = project["dependencies"] + [r for extra in extras.values() for r in extra]
     reqs = [Requirement(line) for line in lines] + list(environment_pins.values())
     names = {canonicalize_name(r.name) for r in reqs}
     assert not names & FORBIDDEN
     # torchmetrics[image] pulls in torch-fidelity too
     assert not any(canonicalize_name(r.name) == "torchmetrics" and "image" in r.extras for r in reqs)
+
+
+def test_gpu_extra_is_opt_in():
+    """Nothing CI installs (the dev extra) reaches the gpu extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "gpu" in project["optional-dependencies"]
+    assert not any("gpu" in Requirement(r).extras for r in project["optional-dependencies"]["dev"])
+    assert "gpu" not in (ROOT / "Makefile").read_text()
 
 
 def _toc_files(node):

@@ -32,4 +32,20 @@ def train_tokenizer(texts, vocab_size: int = 1000, max_length: int = 77) -> CLIP
     spec = json.loads(bpe.to_str())["model"]
     # tuples, not "a b" strings: transformers 5 rejects the latter (specs/stack.md 3.1)
     merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" ")) for m in spec["merges"]]
-    return CLIPTokenizer(vocab=spec["vocab"], merges=merges, model_max_length=max_length)
+    return CLIPTokenizer(vocab=canonical_vocab(spec["vocab"], merges), merges=merges, model_max_length=max_length)
+
+
+def canonical_vocab(vocab: dict[str, int], merges) -> dict[str, int]:
+    """Token ids that do not depend on hash order.
+
+    The BPE trainer numbers equally frequent single-character tokens in hash-map order, so two trainings on
+    the same texts gave different ids (the merges themselves are deterministic). Canonical order: the special
+    tokens, the byte alphabet sorted, the other single-character tokens sorted, then one id per merge in
+    merge order."""
+    merged = ["".join(m) for m in merges]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    rest = sorted(set(vocab) - set(merged) - set(alphabet) - {BOS, EOS})
+    order = [BOS, EOS] + alphabet + rest + merged
+    if sorted(order) != sorted(vocab):
+        raise RuntimeError("the trained vocabulary is not specials + alphabet + characters + merges")
+    return {tok: i for i, tok in enumerate(order)}

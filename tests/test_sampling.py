@@ -1,0 +1,82 @@
+"""Batched sampling: determinism per (prompt, seed) whatever the batch, and the partial-trajectory
+primitives agree with the pipeline's own sampling."""
+import numpy as np
+import pytest
+import torch
+
+from erasure_lib import load_pipeline
+from erasure_lib.sampling import decode, denoise, generate, initial_latents, latents_at, set_steps
+
+PROMPTS = ["a red church on a beach", "a tench", "a nude person", "a camera, neon style",
+           "a gun", "a house, sketch style", "a goldfish", "an umbrella", "a parachute", "a person"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("toy")
+
+
+@pytest.fixture(scope="module")
+def reference(pipe):
+    return generate(pipe, PROMPTS, range(len(PROMPTS)), steps=6, batch_size=16, progress=False)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_generate_is_bit_identical_for_every_batch_size(pipe, reference, batch_size):
+    images = generate(pipe, PROMPTS, range(len(PROMPTS)), steps=6, batch_size=batch_size, progress=False)
+    assert images.dtype == np.uint8 and images.shape == (len(PROMPTS), 32, 32, 3)
+    np.testing.assert_array_equal(images, reference)
+
+
+def test_generate_does_not_depend_on_the_neighbours(pipe, reference):
+    perm = np.random.default_rng(0).permutation(len(PROMPTS))
+    images = generate(pipe, [PROMPTS[i] for i in perm], perm, steps=6, progress=False)
+    np.testing.assert_array_equal(images[np.argsort(perm)], reference)
+
+
+def test_seed_and_prompt_matter(pipe, reference):
+    other = generate(pipe, PROMPTS[:2], [100, 101], steps=6, progress=False)
+    assert np.abs(other.astype(int) - reference[:2]).mean() > 5
+
+
+def test_bad_input_raises(pipe):
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        generate(pipe, ["a tench"], [0, 1])
+    with pytest.raises(ValueError, match="start <= stop"):
+        denoise(pipe, ["a tench"], initial_latents(pipe, [0]), steps=5, start=3, stop=2)
+    with pytest.raises(ValueError, match="index"):
+        latents_at(pipe, ["a tench"], [0], index=5, steps=5)
+
+
+def test_full_denoise_then_decode_reproduces_generate(pipe, reference):
+    z = denoise(pipe, PROMPTS, initial_latents(pipe, range(len(PROMPTS))), steps=6, guidance=5.0)
+    images = decode(pipe, z)
+    assert np.abs(images.astype(int) - reference).max() <= 1
+
+
+def test_partial_trajectories_compose(pipe):
+    z0 = initial_latents(pipe, [3, 4])
+    head, t = latents_at(pipe, ["a tench", "a gun"], [3, 4], index=4, steps=10, guidance=3.0)
+    assert t == int(set_steps(pipe, 10)[4])
+    tail = denoise(pipe, ["a tench", "a gun"], head, steps=10, guidance=3.0, start=4)
+    full = denoise(pipe, ["a tench", "a gun"], z0, steps=10, guidance=3.0)
+    torch.testing.assert_close(tail, full)
+
+
+def test_trajectory_records_every_step(pipe):
+    traj = denoise(pipe, ["a tench", "a gun", "a house"], initial_latents(pipe, [0, 0, 2]), steps=5,
+                   guidance=4.0, record=True)
+    assert traj.latents.shape == (3, 6, 4, 8, 8) and traj.noise_cond.shape == (3, 5, 4, 8, 8)
+    assert traj.noise_uncond.shape == (3, 5, 4, 8, 8) and len(traj.timesteps) == 5
+    # the unconditional prediction does not depend on the prompt; the conditional one does
+    torch.testing.assert_close(traj.noise_uncond[0, 0], traj.noise_uncond[1, 0])
+    assert (traj.noise_cond[0, 0] - traj.noise_cond[1, 0]).abs().mean() > 1e-3
+    # replaying the recorded guided predictions through DDIM gives the recorded latents
+    sched = pipe.scheduler
+    set_steps(pipe, 5)
+    z = traj.latents[:, 0]
+    for k, t in enumerate(traj.timesteps):
+        z = sched.step(traj.guided(4.0)[:, k], t, z).prev_sample
+        torch.testing.assert_close(z, traj.latents[:, k + 1])
+    no_cfg = denoise(pipe, ["a tench"], initial_latents(pipe, [0]), steps=5, guidance=1.0, record=True)
+    assert no_cfg.noise_uncond is None
