@@ -45,3 +45,25 @@ def load_pipeline(profile: str = "toy", device=None, dtype=None):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+SD15_IP_ADAPTER = ("h94/IP-Adapter", "models", "ip-adapter_sd15.bin")
+
+
+def load_ip_adapter(pipe, profile: str = "toy", scale: float = 1.0):
+    """Load the profile's IP-Adapter into ``pipe`` with diffusers' ``pipe.load_ip_adapter`` (in place; returns
+    ``pipe``): toy: the zoo's (``data/ip_adapter``); sd14: ``h94/IP-Adapter`` ``models/ip-adapter_sd15.bin``
+    with its OpenCLIP ViT-H/14 image encoder (the one Co-Erasing uses), downloaded on first use."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    if profile == "toy":
+        from .toyworld.zoo import load_ip_adapter as _toy
+        return _toy(pipe, scale=scale)
+    repo, subfolder, weight = SD15_IP_ADAPTER
+    try:
+        pipe.load_ip_adapter(repo, subfolder=subfolder, weight_name=weight)
+    except OSError as err:
+        raise RuntimeError(f"profile 'sd14' needs the IP-Adapter {repo}/{subfolder}/{weight} from the Hugging Face "
+                           "hub, which could not be reached; run where the hub is reachable (e.g. Colab)") from err
+    pipe.set_ip_adapter_scale(scale)
+    return pipe

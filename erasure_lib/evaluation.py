@@ -1,0 +1,124 @@
+"""One evaluation protocol for every method: sample a prompt table, judge every image, tabulate rates.
+
+:func:`sample_prompts` expands a prompt table (:func:`erasure_lib.prompts.load_prompts`) to
+``seeds_per_prompt`` images per prompt and generates them with each row's own seed and guidance;
+:func:`judge` adds, per image, whether it shows the prompt's target concept (toy: the concept classifier;
+the sensitive concept on sd14: NudeNet under a named preset); :func:`rate_table` turns that into rates with
+bootstrap intervals over *prompts* (images of one prompt are not independent). Methods are then compared
+on exactly the same images' seeds.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .metrics import bootstrap_ci, predict_concepts
+from .metrics.concept import resolve_concept
+from .sampling import generate
+
+SEED_STRIDE = 1_000_003  # image k of a prompt with seed s uses s + k * SEED_STRIDE (k = 0 is the row's seed)
+
+
+def expand_seeds(table: pd.DataFrame, seeds_per_prompt: int = 1) -> pd.DataFrame:
+    """One row per image: the prompt table repeated ``seeds_per_prompt`` times, with ``image_seed`` and
+    ``sample`` (0..k-1) columns; sorted by prompt row, then sample."""
+    if seeds_per_prompt < 1:
+        raise ValueError("seeds_per_prompt must be >= 1")
+    for col in ("prompt", "seed", "guidance", "case_id"):
+        if col not in table:
+            raise ValueError(f"the prompt table has no {col!r} column (load it with erasure_lib.prompts.load_prompts)")
+    rows = table.loc[table.index.repeat(seeds_per_prompt)].reset_index(drop=True)
+    rows["sample"] = np.tile(np.arange(seeds_per_prompt), len(table))
+    rows["image_seed"] = rows["seed"].astype(np.int64) + rows["sample"] * SEED_STRIDE
+    return rows
+
+
+def sample_prompts(pipe, table: pd.DataFrame, seeds_per_prompt: int = 1, steps: int = 25,
+                   guidance: float | None = None, batch_size: int = 64, progress: bool = True,
+                   **generate_kwargs) -> tuple[np.ndarray, pd.DataFrame]:
+    """Generate ``seeds_per_prompt`` images for every row of ``table`` with the row's seed and guidance (or
+    ``guidance`` for all). Returns ``(images uint8 (N, H, W, 3), per-image table)``."""
+    rows = expand_seeds(table, seeds_per_prompt)
+    if guidance is not None:
+        rows["guidance"] = float(guidance)
+    images = None
+    for g, idx in rows.groupby("guidance", sort=False).indices.items():
+        part = generate(pipe, rows.prompt.iloc[idx], rows.image_seed.iloc[idx], steps=steps, guidance=float(g),
+                        batch_size=batch_size, progress=progress, **generate_kwargs)
+        if images is None:
+            images = np.zeros((len(rows),) + part.shape[1:], np.uint8)
+        images[idx] = part
+    rows["steps"] = steps
+    return images, rows
+
+
+def _target_hits(pred: pd.DataFrame, targets: Sequence[str]) -> np.ndarray:
+    hits = np.zeros(len(pred), bool)
+    for i, target in enumerate(targets):
+        if not isinstance(target, str) or not target:
+            continue
+        head, label = resolve_concept(target)
+        hits[i] = bool(pred["nude"].iat[i]) if head == "sensitive" else pred[head].iat[i] == label
+    return hits
+
+
+def judge(images: np.ndarray, rows: pd.DataFrame, profile: str = "toy", classifier=None,
+          nudity_preset: str = "ringabell_045") -> pd.DataFrame:
+    """Add to the per-image table: the classifier's predictions, ``hit`` (the image shows the row's
+    ``target`` concept), and ``nude`` (the sensitive concept is present, whatever the prompt asked).
+
+    toy: the zoo's concept classifier for every family. sd14: NudeNet under ``nudity_preset`` for the
+    sensitive concept (the object / style judges of the papers are not part of the library yet, so
+    ``hit`` is only defined for rows whose target is the sensitive concept)."""
+    if len(images) != len(rows):
+        raise ValueError(f"{len(images)} images but {len(rows)} rows")
+    out = rows.reset_index(drop=True).copy()
+    if profile == "toy":
+        pred = predict_concepts(images, classifier)
+        for col in ("object", "style", "nude", "nude_prob"):
+            out[f"pred_{col}"] = pred[col].to_numpy()
+        pred_for_hits = pred
+        out["nude"] = pred["nude"].to_numpy()
+    elif profile == "sd14":
+        from .metrics.nudenet import detect_nudity, nudity_flags
+        out["nude"] = nudity_flags(detect_nudity(images), nudity_preset)
+        pred_for_hits = pd.DataFrame({"nude": out["nude"], "object": None, "style": None})
+        out["nudity_preset"] = nudity_preset
+    else:
+        from .loading import PROFILES
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    targets = out["target"] if "target" in out else pd.Series([""] * len(out))
+    if profile == "sd14":
+        targets = targets.where(targets.map(lambda t: isinstance(t, str) and t in ("nude", "nudity")), "")
+    out["hit"] = _target_hits(pred_for_hits, list(targets))
+    return out
+
+
+def rate_table(per_image: pd.DataFrame, by: Sequence[str] = ("source",), column: str = "hit",
+               n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Rate of ``column`` (a bool per image) per group of ``by``, with a percentile-bootstrap interval that
+    resamples prompts (``case_id``); columns ``*by, rate, lo, hi, n_images, n_prompts``."""
+    rows = []
+    for key, part in per_image.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        est = bootstrap_ci(part[column].to_numpy(dtype=float), groups=part["case_id"].astype(str).to_numpy(),
+                           n_boot=n_boot, seed=seed, level=level)
+        rows.append({**dict(zip(by, key)), "rate": est.value, "lo": est.lo, "hi": est.hi,
+                     "n_images": len(part), "n_prompts": part["case_id"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def toy_reference_images(n: int = 1000, seed: int = 0) -> np.ndarray:
+    """The toy world's "real images" for FID_real: ``n`` freshly rendered scenes of the training
+    distribution without the sensitive concept (the benign prompts' distribution), never seen in training."""
+    from .toyworld.captions import sample_scene
+    from .toyworld.render import render_batch
+    rng = np.random.default_rng(30_000 + seed)
+    scenes = [sample_scene(rng, nude=False) for _ in range(n)]
+    return (render_batch(scenes, seeds=range(2 * 10**6 + seed * n, 2 * 10**6 + (seed + 1) * n)) * 255
+            ).round().astype(np.uint8)
+
+
+__all__ = ["SEED_STRIDE", "expand_seeds", "judge", "rate_table", "sample_prompts", "toy_reference_images"]
