@@ -110,6 +110,44 @@ def rate_table(per_image: pd.DataFrame, by: Sequence[str] = ("source",), column:
     return pd.DataFrame(rows)
 
 
+# --- one row per (edited model, concept): the structure of the erasure papers' tables ---------------------------
+
+def _rate(judged: pd.DataFrame, mask, n_boot: int, seed: int) -> tuple[float, float, float]:
+    part = judged[np.asarray(mask, bool)]
+    if part.empty:
+        return (np.nan, np.nan, np.nan)
+    est = bootstrap_ci(part["hit"].to_numpy(dtype=float), groups=part["case_id"].astype(str).to_numpy(),
+                       n_boot=n_boot, seed=seed)
+    return est.value, est.lo, est.hi
+
+
+def erasure_summary(judged: pd.DataFrame, images: np.ndarray, masks: dict[str, np.ndarray],
+                    sd_images: np.ndarray | None = None, reference: np.ndarray | None = None,
+                    fid_feature: str = "toy", clip_model: str = "toy", n_boot: int = 1000, seed: int = 0) -> dict:
+    """Rates on the named row subsets of a judged table (``masks``: name -> bool per image, e.g. "explicit",
+    "implicit", "other objects", "look-alikes"), each as ``name``, ``name_lo``, ``name_hi``; plus, on the rows
+    of ``masks["benign"]``, FID_gen against ``sd_images`` (the unedited model's images of the same prompts and
+    seeds), FID_real against ``reference`` and the CLIP score."""
+    from .metrics import clip_score, fid
+    out = {}
+    for name, mask in masks.items():
+        if name == "benign":
+            continue
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = _rate(judged, mask, n_boot, seed)
+    if "benign" in masks:
+        b = np.asarray(masks["benign"], bool)
+        if sd_images is not None:
+            e = fid(sd_images[b], images[b], feature=fid_feature, n_boot=min(n_boot, 100), seed=seed)
+            out["FID_gen"], out["FID_gen_lo"], out["FID_gen_hi"] = e.value, e.lo, e.hi
+        if reference is not None:
+            e = fid(reference, images[b], feature=fid_feature, n_boot=min(n_boot, 100), seed=seed)
+            out["FID_real"], out["FID_real_lo"], out["FID_real_hi"] = e.value, e.lo, e.hi
+        e = clip_score(images[b], list(judged.prompt[b]), model=clip_model,
+                       groups=judged.case_id[b].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
+        out["CLIP"], out["CLIP_lo"], out["CLIP_hi"] = e.value, e.lo, e.hi
+    return out
+
+
 def toy_reference_images(n: int = 1000, seed: int = 0) -> np.ndarray:
     """The toy world's "real images" for FID_real: ``n`` freshly rendered scenes of the training
     distribution without the sensitive concept (the benign prompts' distribution), never seen in training."""
@@ -121,4 +159,5 @@ def toy_reference_images(n: int = 1000, seed: int = 0) -> np.ndarray:
             ).round().astype(np.uint8)
 
 
-__all__ = ["SEED_STRIDE", "expand_seeds", "judge", "rate_table", "sample_prompts", "toy_reference_images"]
+__all__ = ["SEED_STRIDE", "erasure_summary", "expand_seeds", "judge", "rate_table", "sample_prompts",
+           "toy_reference_images"]

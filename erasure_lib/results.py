@@ -21,11 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "diffusers", "transformers", "torchmetrics", "nudenet", "onnxruntime", "numpy", "pandas")
 
 
+def results_root() -> Path:
+    """``results/`` at the repository root, or ``$ERASURE_BOOK_RESULTS`` (smoke tests write elsewhere)."""
+    return Path(os.environ.get("ERASURE_BOOK_RESULTS") or ROOT / "results")
+
+
 def results_dir(notebook: str) -> Path:
-    """``results/<notebook>/`` at the repository root (created if missing)."""
+    """``results/<notebook>/`` (see :func:`results_root`; created if missing)."""
     if not notebook or "/" in notebook or notebook.startswith("."):
         raise ValueError(f"not a notebook name: {notebook!r}")
-    path = ROOT / "results" / notebook
+    path = results_root() / notebook
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -44,14 +49,14 @@ def write_table(df: pd.DataFrame, notebook: str, table: str, provenance: dict | 
     df.to_csv(tmp, index=False)
     os.replace(tmp, path)
     if provenance is not None:
-        record = {"table": f"results/{notebook}/{table}.csv", "rows": len(df), **provenance,
+        record = {"table": f"{path.parent.name}/{path.name}", "rows": len(df), **provenance,
                   "environment": environment_info()}
         _atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 
 def read_table(notebook: str, table: str) -> pd.DataFrame:
-    path = ROOT / "results" / notebook / f"{table}.csv"
+    path = results_root() / notebook / f"{table}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebooks/{notebook}.ipynb first")
     return pd.read_csv(path)

@@ -1,0 +1,40 @@
+"""Edits cached on disk: train once, reuse on the next run of a notebook (or a rebuild of the book).
+
+An edit is keyed by its metadata (method, concept, every hyper-parameter, and the SHA-256 of the base UNet's
+weights file when known): any change trains a new edit. Cached files are ordinary edit files
+(:func:`~erasure_lib.methods.save_edit`), written atomically, so an interrupted run loses at most the edit it
+was training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .edits import Edit, load_edit, save_edit
+
+
+def edit_key(metadata: Mapping) -> str:
+    """A short, stable hash of the metadata (JSON with sorted keys)."""
+    text = json.dumps(metadata, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_edit(cache_dir: str | Path | None, metadata: Mapping, train: Callable[[], Edit]) -> Edit:
+    """The edit described by ``metadata``: loaded from ``cache_dir`` if it was trained before, else
+    ``train()``-ed and saved there. ``cache_dir=None`` always trains (nothing is written)."""
+    if cache_dir is None:
+        return train()
+    slug = "-".join(str(metadata.get(k, "")).replace(" ", "_").replace("/", "_")[:24]
+                    for k in ("method", "variant", "concept")).strip("-")
+    path = Path(cache_dir) / f"{slug}-{edit_key(metadata)}.safetensors"
+    if path.exists():
+        edit, _ = load_edit(path)
+        return edit
+    edit = train()
+    save_edit(edit, path, dict(metadata))
+    return edit
+
+
+__all__ = ["cached_edit", "edit_key"]

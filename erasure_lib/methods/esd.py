@@ -1,0 +1,270 @@
+"""ESD: Erased Stable Diffusion, fine-tuning a copy of the UNet against negative guidance on the concept.
+
+Paper: R. Gandikota, J. Materzyńska, J. Fiotto-Kaufman, D. Bau, "Erasing Concepts from Diffusion Models",
+ICCV 2023, arXiv 2303.07345. Code: ``rohitgandikota/erasing`` (legacy ``train-scripts/train-esd.py`` at ``a2189e9``,
+diffusers ``esd_sd.py`` at ``25613d2``). Spec: ``specs/esd.md``. Co-Erasing's stage 1 is this with ESD-u.
+
+Algorithm (paper eq. 5 and the legacy code; one iteration, batch size 1)::
+
+    draw a seed and a DDIM index r ~ U{0..ddim_steps-1}
+    x_t   = r DDIM steps from x_T with CFG ``start_guidance`` on the concept prompt c   (partial sampling)
+    e_c   = eps_frozen(x_t, t, c);  e_0 = eps_frozen(x_t, t, "")                        (no grad)
+    target = e_0 - eta * (e_c - e_0)                                                   (negative guidance)
+    loss  = MSE(eps_trained(x_t, t, c), target);  one Adam step on the chosen parameter set
+
+so that the trained copy, when asked for c, predicts what the frozen model predicts when guided *away* from c.
+
+How x_t is produced here (and why it is the same distribution, for far less compute)
+    The reference samples one partial trajectory per iteration: ``r`` UNet-pairs for one training step, 25
+    pairs on average. Here :func:`trajectory_pool` runs ``pool_size`` full 50-step trajectories *up front*, in
+    one batched :func:`~erasure_lib.sampling.denoise` pass that records every latent and both noise
+    predictions of every step. An iteration then draws a (trajectory, index) pair from the pool: the latent
+    entering step ``r`` is exactly what ``latents_at(pipe, [c], [seed], r)`` returns (DDIM with eta = 0 is
+    deterministic, and stopping early does not change the steps before), and the recorded conditional and
+    unconditional predictions of that step *are* ``e_c`` and ``e_0`` of the frozen model at ``(x_t, t)``, so
+    they need no further UNet calls. Per iteration only the trained copy runs (forward + backward). Drawing
+    the seed from a pool of ``pool_size`` seeds instead of a fresh seed per iteration is the one difference;
+    with 32 seeds x 50 indices = 1,600 distinct pairs for 1,000 iterations it is immaterial. The pool is
+    sampled with the frozen model, as ``esd_sd.py`` does; the legacy code samples with the model being trained
+    (``sample_from="trained"`` regenerates the pool from the trained copy every ``refresh_every`` iterations).
+
+Timestep (``ESDConfig.timestep``)
+    ``"grid"`` (default, ``esd_sd.py``): the UNet is evaluated at the DDIM timestep ``timesteps[r]`` at which
+    ``x_t`` actually sits. ``"bin"`` (legacy): a DDPM timestep drawn uniformly from the 1000/ddim_steps-wide bin
+    of index ``r``; the frozen predictions are then computed per iteration (2 more UNet calls).
+
+Parameter sets (``ESDConfig.parameter_set``, diffusers parameter names; spec esd.md 2.2)
+    * ``esd-x``: every parameter of every cross-attention ``attn2`` (``to_q``, ``to_k``, ``to_v``, ``to_out.0``
+      weight and bias): the legacy ``xattn`` and the diffusers ``esd-x`` select the same tensors. For styles.
+    * ``esd-x-strict``: only ``attn2.to_k`` and ``attn2.to_v`` (diffusers ``esd-x-strict``).
+    * ``esd-u`` (= ``esd-u-ldm``): the legacy ``noxattn`` mapped to diffusers names: everything except ``attn2``,
+      ``time_embedding.*`` (ldm ``time_embed``) and ``conv_norm_out.*`` / ``conv_out.*`` (ldm ``out.``); norms,
+      ``resnets.*.time_emb_proj``, ``conv_in``, ``attn1``, ``ff``, ``proj_in/out`` are trained. For nudity and
+      objects (the paper's choice).
+    * ``esd-u-diffusers``: ``esd_sd.py``'s rule: every ``Linear``/``Conv2d`` not under ``attn2`` (no norms, but
+      ``time_embedding`` and ``conv_out`` included).
+    * ``full``: every parameter (legacy ``full``).
+    A rule that selects nothing raises.
+
+Negative-guidance convention (``ESDConfig.eta_form``; spec esd.md 1)
+    ``"uncond_base"`` (paper, legacy, Co-Erasing): ``target = e_0 - eta (e_c - e_0)``, default eta = 1.
+    ``"cond_base"`` (``esd_sd.py``): ``target = e_c - eta (e_c - e_0)``, whose default eta = 2 is the same target.
+
+The frozen model is ``pipe.unet`` as it is on entry (so ESD can follow another edit); the pipeline is not
+modified. The result is an edit: the trained values of the selected parameters only.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ..sampling import Trajectory, denoise, encode_prompts, initial_latents, set_steps
+from .edits import Edit
+
+PARAMETER_SETS = ("esd-x", "esd-x-strict", "esd-u", "esd-u-ldm", "esd-u-diffusers", "full")
+
+
+@dataclass(frozen=True)
+class ESDConfig:
+    """ESD hyper-parameters. Paper / legacy values (``train-esd.py``, spec esd.md 4) unless marked *toy*.
+
+    Toy defaults, from a sweep on the toy zoo (1000 iterations, eta 1, batch 1; rates on the held-out prompt
+    sets, 10 DDIM steps, CFG 5; numbers in the module's report):
+
+    * ``lr = 1e-3`` (SD v1.4: 1e-5). At 1e-5 nothing moves on the toy; at 1e-4 ... 5e-4 ESD-x erases the
+      training prompt itself but only half of the held-out explicit prompts ("a nude person" -> nude rate
+      1.0 -> 0.47) and leaves "a church" prompts untouched; 1e-3 gives 1.0 -> 0.27 (nude) and 1.0 -> 0.6
+      (church; the paper's own ESD-u leaves 54% of church images) while the look-alike neighbour stays at 1.0,
+      other objects >= 0.92 and styles >= 0.89. 2e-3 starts to cost objects and styles.
+    * ``parameter_set = "esd-x"``. The paper uses ESD-u for nudity and objects, but on the toy ESD-u does not
+      erase at a stable lr (1e-4: nude rate 1.0 -> 0.93; 2e-4: 0.73 with objects at 0.93) and wrecks the
+      model at 3e-4 (objects 0.48). Pass ``parameter_set="esd-u"`` (or use :meth:`sd14`) for the paper's choice.
+
+    Use :meth:`sd14` for the paper's SD v1.4 values and :meth:`fast` for ``esd_sd.py``'s."""
+
+    parameter_set: str = "esd-x"   # *toy*: see above; the paper uses esd-u for nudity/objects, esd-x for styles
+    iterations: int = 1000         # train-esd.py; esd_sd.py uses 200
+    lr: float = 1e-3               # *toy*: see above (SD v1.4: 1e-5, train-esd.py)
+    negative_guidance: float = 1.0  # eta (paper form, train-esd.py --negative_guidance 1)
+    eta_form: str = "uncond_base"  # "uncond_base" (paper/legacy) or "cond_base" (esd_sd.py, where eta 2 == 1 here)
+    ddim_steps: int = 50           # DDIM grid of the partial sampling (train-esd.py --ddim_steps 50)
+    start_guidance: float = 3.0    # CFG while sampling x_t (train-esd.py --start_guidance 3)
+    batch_size: int = 1            # train-esd.py and esd_sd.py: 1
+    timestep: str = "grid"         # "grid" (esd_sd.py) or "bin" (train-esd.py); see the module docstring
+    pool_size: int = 32            # *this library*: trajectories sampled up front (see the module docstring)
+    sample_from: str = "frozen"    # "frozen" (esd_sd.py) or "trained" (train-esd.py: the model being trained)
+    refresh_every: int = 100       # with sample_from="trained": regenerate the pool every this many iterations
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = {
+            "parameter_set": (self.parameter_set in PARAMETER_SETS, PARAMETER_SETS),
+            "eta_form": (self.eta_form in ("uncond_base", "cond_base"), ("uncond_base", "cond_base")),
+            "timestep": (self.timestep in ("grid", "bin"), ("grid", "bin")),
+            "sample_from": (self.sample_from in ("frozen", "trained"), ("frozen", "trained")),
+        }
+        for field, (ok, valid) in checks.items():
+            if not ok:
+                raise ValueError(f"ESDConfig.{field}={getattr(self, field)!r}; valid: {', '.join(valid)}")
+        if min(self.iterations, self.ddim_steps, self.batch_size, self.pool_size, self.refresh_every) < 1:
+            raise ValueError("iterations, ddim_steps, batch_size, pool_size and refresh_every must be >= 1")
+        if not self.lr > 0:
+            raise ValueError("lr must be > 0")
+
+    @classmethod
+    def sd14(cls, parameter_set: str = "esd-u", **overrides) -> "ESDConfig":
+        """The paper-faithful preset for SD v1.4 (spec esd.md 9.4): 1000 iterations, Adam lr 1e-5, eta 1, batch 1,
+        50-step DDIM with CFG 3, x_t from the model being trained at a timestep drawn in the index's bin."""
+        return cls(**{**dict(parameter_set=parameter_set, lr=1e-5, timestep="bin", sample_from="trained"), **overrides})
+
+    @classmethod
+    def fast(cls, parameter_set: str = "esd-x", **overrides) -> "ESDConfig":
+        """``esd_sd.py``'s defaults: 200 iterations, lr 5e-5, eta 2 in its own (cond_base) form."""
+        return cls(**{**dict(parameter_set=parameter_set, iterations=200, lr=5e-5, negative_guidance=2.0,
+                             eta_form="cond_base"), **overrides})
+
+
+def erase(pipe, concept: str | Sequence[str], params: ESDConfig = ESDConfig(), progress: bool = True,
+          log: list | None = None) -> Edit:
+    """Erase ``concept`` (a prompt, or several: each iteration uses one, round-robin over the pool) with ESD;
+    returns the edit: the trained values of the parameters of ``params.parameter_set``.
+
+    ``log``, if given a list, receives one ``{"iteration", "loss", "t"}`` dict per iteration."""
+    concepts = [concept] if isinstance(concept, str) else list(concept)
+    if not concepts or any(not isinstance(c, str) or not c.strip() for c in concepts):
+        raise ValueError("give a non-empty concept prompt (or a list of them)")
+    frozen = pipe.unet
+    names = trainable_parameter_names(frozen, params.parameter_set)
+    trained = copy.deepcopy(frozen)
+    if trained.dtype != torch.float32:  # train in fp32 whatever the pipeline's dtype (Adam on fp16 underflows)
+        trained = trained.to(torch.float32)
+    trained.requires_grad_(False)
+    chosen = dict(trained.named_parameters())
+    trainable = [chosen[n] for n in names]
+    for p in trainable:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(trainable, lr=params.lr)
+    gen = torch.Generator().manual_seed(params.seed)
+    device, dtype = pipe.device, frozen.dtype
+
+    cond = encode_prompts(pipe, concepts).float()   # (k, 77, d)
+    null = encode_prompts(pipe, [""]).float()       # (1, 77, d)
+    timesteps = set_steps(pipe, params.ddim_steps).cpu()
+    width = pipe.scheduler.config.num_train_timesteps // params.ddim_steps
+
+    pool = prompt_ids = None
+    bar = tqdm(range(params.iterations), desc=f"ESD {params.parameter_set} {'; '.join(concepts)}"[:60],
+               disable=not progress)
+    trained.train()
+    for it in bar:
+        if pool is None or (params.sample_from == "trained" and it % params.refresh_every == 0):
+            pool, prompt_ids = _pool(pipe, concepts, params, gen, trained if params.sample_from == "trained" else None)
+        i = torch.randint(len(prompt_ids), (params.batch_size,), generator=gen)
+        r = torch.randint(params.ddim_steps, (params.batch_size,), generator=gen)
+        x = pool.latents[i, r].to(device)
+        c = cond[prompt_ids[i]]
+        if params.timestep == "grid" and params.sample_from == "frozen" and pool.noise_uncond is not None:
+            t = timesteps[r]
+            e_c, e_0 = pool.noise_cond[i, r], pool.noise_uncond[i, r]  # the frozen model's, recorded at (x, t)
+        else:
+            lo = pipe.scheduler.config.num_train_timesteps - width * (r + 1)
+            t = timesteps[r] if params.timestep == "grid" else lo + torch.randint(width, (len(r),), generator=gen)
+            with torch.no_grad():
+                e_c, e_0 = frozen(torch.cat([x, x]).to(dtype), torch.cat([t, t]).to(device),
+                                  encoder_hidden_states=torch.cat([c, null.expand(len(x), -1, -1)]).to(dtype)
+                                  ).sample.chunk(2)
+        e_c, e_0 = e_c.to(device=device, dtype=torch.float32), e_0.to(device=device, dtype=torch.float32)
+        base = e_0 if params.eta_form == "uncond_base" else e_c
+        target = base - params.negative_guidance * (e_c - e_0)
+        pred = trained(x, t.to(device), encoder_hidden_states=c).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"ESD loss became {value} at iteration {it}: lower the learning rate")
+        if log is not None:
+            log.append({"iteration": it, "loss": value, "t": [int(v) for v in t]})
+        if it % 25 == 0 or it == params.iterations - 1:
+            bar.set_postfix(loss=f"{value:.4f}")
+    return {n: chosen[n].detach().to("cpu").clone().contiguous() for n in names}
+
+
+def metadata(concept, params: ESDConfig = ESDConfig()) -> dict:
+    """What :func:`~erasure_lib.methods.save_edit` should record for an edit made by :func:`erase`."""
+    concepts = [concept] if isinstance(concept, str) else list(concept)
+    return {"method": "esd", "variant": params.parameter_set, "concept": "; ".join(concepts), "concepts": concepts,
+            "hyperparameters": asdict(params),
+            "source": "Gandikota et al., ICCV 2023 (arXiv 2303.07345); rohitgandikota/erasing"}
+
+
+# --- parameter sets ------------------------------------------------------------------------------------------
+
+def _under(name: str, part: str) -> bool:
+    return f".{part}." in f".{name}."
+
+
+def trainable_parameter_names(unet, parameter_set: str) -> list[str]:
+    """The UNet parameter names a parameter set trains, in ``named_parameters`` order (see the module docstring)."""
+    if parameter_set not in PARAMETER_SETS:
+        raise ValueError(f"unknown ESD parameter set {parameter_set!r}; valid: {', '.join(PARAMETER_SETS)}")
+    names = [n for n, _ in unet.named_parameters()]
+    if parameter_set == "esd-x":
+        out = [n for n in names if _under(n, "attn2")]
+    elif parameter_set == "esd-x-strict":
+        out = [n for n in names if _under(n, "attn2") and (_under(n, "to_k") or _under(n, "to_v"))]
+    elif parameter_set in ("esd-u", "esd-u-ldm"):
+        out = [n for n in names if not _under(n, "attn2")
+               and not n.startswith(("time_embedding.", "conv_norm_out.", "conv_out."))]
+    elif parameter_set == "esd-u-diffusers":
+        out = [f"{m}.{p}" if m else p
+               for m, module in unet.named_modules() if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
+               and not _under(m, "attn2") for p, _ in module.named_parameters(recurse=False)]
+        order = {n: i for i, n in enumerate(names)}
+        out = sorted(out, key=order.__getitem__)
+    else:  # full
+        out = names
+    if not out:
+        raise ValueError(f"ESD parameter set {parameter_set!r} selects no parameter of this UNet")
+    return out
+
+
+# --- x_t pool ------------------------------------------------------------------------------------------------
+
+def trajectory_pool(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50, guidance: float = 3.0,
+                    unet=None) -> Trajectory:
+    """One full ``steps``-step DDIM trajectory per (prompt, seed) with CFG ``guidance``, recorded (batched).
+
+    ``trajectory.latents[k, r]`` equals ``latents_at(pipe, [prompts[k]], [seeds[k]], r, steps, guidance)[0]``,
+    and ``trajectory.noise_cond/noise_uncond[k, r]`` are the sampling UNet's predictions at that latent and
+    ``timesteps[r]``. ``unet``: sample with this UNet instead of ``pipe.unet`` (the legacy code samples with the
+    model being trained)."""
+    original = pipe.unet
+    was_training = unet.training if unet is not None else None
+    try:
+        if unet is not None:  # sample in the pipeline's dtype (the trained copy is fp32)
+            pipe.unet = unet.eval() if unet.dtype == original.dtype else copy.deepcopy(unet).to(original.dtype).eval()
+        return denoise(pipe, list(prompts), initial_latents(pipe, seeds), steps=steps, guidance=guidance,
+                       record=True, batch_size=64)
+    finally:
+        pipe.unet = original
+        if unet is not None and was_training:
+            unet.train()
+
+
+def _pool(pipe, concepts, params: ESDConfig, gen: torch.Generator, unet=None):
+    """``params.pool_size`` recorded trajectories, prompts round-robin over ``concepts``, seeds from ``gen``."""
+    seeds = torch.randint(0, 2**31 - 1, (params.pool_size,), generator=gen).tolist()
+    prompt_ids = torch.arange(params.pool_size) % len(concepts)
+    traj = trajectory_pool(pipe, [concepts[int(k)] for k in prompt_ids], seeds, params.ddim_steps,
+                           params.start_guidance, unet=unet)
+    return traj, prompt_ids
+
+
+__all__ = ["ESDConfig", "PARAMETER_SETS", "erase", "metadata", "trainable_parameter_names", "trajectory_pool"]
