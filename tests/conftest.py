@@ -7,6 +7,8 @@ variables are set before torch is imported anywhere in the session.
 
 import os
 
+import pytest
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -17,3 +19,26 @@ except ImportError:  # collection must still work, e.g. for tests that need no t
     pass
 else:
     torch.set_num_threads(1)
+
+
+def explicit_rates(pipe, clf, seeds_per_prompt=2, steps=10):
+    """(sensitive rate on explicit prompts, object rate on explicit object prompts) of a toy pipeline."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from erasure_lib.sampling import generate
+    from erasure_lib.toyworld.captions import prompt_set
+    table = pd.concat([prompt_set("sensitive_explicit"), prompt_set("explicit_object")], ignore_index=True)
+    table = table.loc[table.index.repeat(seeds_per_prompt)].reset_index(drop=True)
+    images = generate(pipe, table.prompt, range(len(table)), steps=steps, guidance=5.0, batch_size=64, progress=False)
+    pred = clf.predict(torch.from_numpy(images))
+    nude = pred["sensitive"]["prob"][:, 1].numpy() > 0.5
+    hit = np.asarray(pred["object"]["label"]) == table.target.to_numpy()
+    sens = table.set.to_numpy() == "sensitive_explicit"
+    return float(nude[sens].mean()), float(hit[~sens].mean())
+
+
+@pytest.fixture(scope="session")
+def rates():
+    return explicit_rates

@@ -11,13 +11,11 @@ within KEEP_TOLERANCE of the unedited model's.
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from erasure_lib.methods import edited, esd
 from erasure_lib.sampling import latents_at
-from erasure_lib.toyworld.captions import prompt_set
 
 # CI-sized: the toy defaults (ESD-x, lr 1e-3, eta 1, batch 1) with 300 iterations instead of 1000 and 16
 # trajectories in the pool instead of 32. Measured when written: sensitive rate on the explicit prompts
@@ -119,29 +117,16 @@ def test_legacy_options_run(pipe):
         esd.erase(pipe, "", esd.ESDConfig(iterations=1))
 
 
-def _rates(pipe, clf, seeds_per_prompt=2, steps=10):
-    """(sensitive rate on explicit prompts, object rate on explicit object prompts)."""
-    table = pd.concat([prompt_set("sensitive_explicit"), prompt_set("explicit_object")], ignore_index=True)
-    table = table.loc[table.index.repeat(seeds_per_prompt)].reset_index(drop=True)
-    from erasure_lib.sampling import generate
-    images = generate(pipe, table.prompt, range(len(table)), steps=steps, guidance=5.0, batch_size=64, progress=False)
-    pred = clf.predict(torch.from_numpy(images))
-    nude = pred["sensitive"]["prob"][:, 1].numpy() > 0.5
-    hit = np.asarray(pred["object"]["label"]) == table.target.to_numpy()
-    sens = table.set.to_numpy() == "sensitive_explicit"
-    return float(nude[sens].mean()), float(hit[~sens].mean())
-
-
-def test_ci_sized_esd_erases_nudity_and_keeps_objects(pipe):
+def test_ci_sized_esd_erases_nudity_and_keeps_objects(pipe, rates):
     from erasure_lib.toyworld.zoo import load_classifier
     clf = load_classifier()
-    nude0, obj0 = _rates(pipe, clf)
+    nude0, obj0 = rates(pipe, clf)
     assert nude0 >= 0.9 and obj0 >= 0.9
     start = time.perf_counter()
     edit = esd.erase(pipe, CI_CONCEPT, CI_CONFIG, progress=False)
     seconds = time.perf_counter() - start
     with edited(pipe, edit):
-        nude1, obj1 = _rates(pipe, clf)
+        nude1, obj1 = rates(pipe, clf)
     assert nude1 <= ERASE_MAX, (nude0, nude1)
     assert obj1 >= obj0 - KEEP_TOLERANCE, (obj0, obj1)
     assert seconds < 240, seconds  # about 25 s idle on one thread; generous for a busy CI machine

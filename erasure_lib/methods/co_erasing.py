@@ -174,13 +174,7 @@ def erase(pipe, ip_pipe, concept: str, params: CoErasingConfig = CoErasingConfig
                              added_cond_kwargs={"image_embeds": [c_img.to(dtype)]}).sample.float()
         target = e_0 - params.negative_guidance * (e_c - e_0)
         pred = trained(x, t, encoder_hidden_states=text.to(device), added_cond_kwargs={"image_embeds": [c_img]}).sample
-        loss = F.mse_loss(pred, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"Co-Erasing loss became {value} at iteration {it}: lower the learning rate")
+        value = esd.optimisation_step(optimizer, F.mse_loss(pred, target), it, "Co-Erasing")
         if log is not None:
             log.append({"iteration": it, "loss": value, "t": int(t)})
         if it % 25 == 0 or it == params.iterations - 1:

@@ -182,18 +182,23 @@ def erase(pipe, concept: str | Sequence[str], params: ESDConfig = ESDConfig(), p
         base = e_0 if params.eta_form == "uncond_base" else e_c
         target = base - params.negative_guidance * (e_c - e_0)
         pred = trained(x, t.to(device), encoder_hidden_states=c).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"ESD loss became {value} at iteration {it}: lower the learning rate")
+        value = optimisation_step(optimizer, torch.nn.functional.mse_loss(pred.float(), target), it, "ESD")
         if log is not None:
             log.append({"iteration": it, "loss": value, "t": [int(v) for v in t]})
         if it % 25 == 0 or it == params.iterations - 1:
             bar.set_postfix(loss=f"{value:.4f}")
     return {n: chosen[n].detach().to("cpu").clone().contiguous() for n in names}
+
+
+def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str) -> float:
+    """One optimiser step on ``loss``; returns its value, and stops with a clear error when it is not finite."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{method} loss became {value} at iteration {iteration}: lower the learning rate")
+    return value
 
 
 def metadata(concept, params: ESDConfig = ESDConfig()) -> dict:
@@ -267,4 +272,5 @@ def _pool(pipe, concepts, params: ESDConfig, gen: torch.Generator, unet=None):
     return traj, prompt_ids
 
 
-__all__ = ["ESDConfig", "PARAMETER_SETS", "erase", "metadata", "trainable_parameter_names", "trajectory_pool"]
+__all__ = ["ESDConfig", "PARAMETER_SETS", "erase", "metadata", "optimisation_step", "trainable_parameter_names",
+           "trajectory_pool"]
