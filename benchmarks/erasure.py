@@ -4,7 +4,7 @@
 
 Writes ``results/benchmarks/erasure.csv`` (method, variant, iterations, seconds, edit size) with its provenance
 JSON. Goals on 2 cores (issue 4): UCE under 1 s; ESD (1,000 iterations) and Co-Erasing under 120 s each.
-Co-Erasing is timed in its parts (concept images + text stage = ESD-u, then the text + image stage) and in
+Co-Erasing is timed in its parts (the text stage = ESD-u; then the concept images and the text + image stage) and in
 total. Run it on a quiet machine.
 """
 from __future__ import annotations
@@ -47,10 +47,10 @@ def main(argv=None):
         cfg = esd.ESDConfig(parameter_set=ps)
         timed("ESD", ps, cfg.iterations, lambda: esd.erase(pipe, args.concept, cfg, progress=False))
     cfg = co_erasing.CoErasingConfig()
-    text = timed("Co-Erasing", "stage 0+1: images + text stage (ESD-u)", cfg.text_stage.iterations,
+    text = timed("Co-Erasing", "stage 1: text stage (ESD-u)", cfg.text_stage.iterations,
                  lambda: esd.erase(pipe, args.concept, cfg.text_stage, progress=False))
     t0 = time.perf_counter()
-    timed("Co-Erasing", "stage 2: text + image", cfg.iterations,
+    timed("Co-Erasing", "stages 0+2: concept images then text + image", cfg.iterations,
           lambda: co_erasing.erase(pipe, ip_pipe, args.concept, cfg, progress=False, text_edit=text))
     total = rows[-1]["seconds"] + rows[-2]["seconds"]
     rows.append({"method": "Co-Erasing", "variant": "total (full)", "iterations": cfg.iterations + cfg.text_stage.iterations,
@@ -60,7 +60,8 @@ def main(argv=None):
     path = write_table(table, "benchmarks", "erasure", provenance={
         "profile": "toy", "concept": args.concept, "threads": args.threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count(),
-        "note": "one run each, model loading excluded; Co-Erasing stage 2 includes generating its concept images"})
+        "note": ("one run each, model loading excluded; Co-Erasing stages 0+2 = generating its concept images, "
+                 "then the text + image stage")})
     print(table.to_string(index=False))
     print("written", path)
 

@@ -23,9 +23,14 @@ def edit_key(metadata: Mapping) -> str:
 
 def cached_edit(cache_dir: str | Path | None, metadata: Mapping, train: Callable[[], Edit]) -> Edit:
     """The edit described by ``metadata``: loaded from ``cache_dir`` if it was trained before, else
-    ``train()``-ed and saved there. ``cache_dir=None`` always trains (nothing is written)."""
+    ``train()``-ed and saved there. A relative ``cache_dir`` is taken from the repository root (notebooks run
+    in ``notebooks/``). ``cache_dir=None`` always trains (nothing is written)."""
     if cache_dir is None:
         return train()
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_absolute():
+        from ..results import ROOT
+        cache_dir = ROOT / cache_dir
     slug = "-".join(str(metadata.get(k, "")).replace(" ", "_").replace("/", "_")[:24]
                     for k in ("method", "variant", "concept")).strip("-")
     path = Path(cache_dir) / f"{slug}-{edit_key(metadata)}.safetensors"
@@ -37,4 +42,13 @@ def cached_edit(cache_dir: str | Path | None, metadata: Mapping, train: Callable
     return edit
 
 
-__all__ = ["cached_edit", "edit_key"]
+def edit_fingerprint(edit: Mapping) -> str:
+    """SHA-256 of an edit's names and tensor bytes: equal fingerprints, equal edits (``{}``: the unedited model)."""
+    h = hashlib.sha256()
+    for name in sorted(edit):
+        h.update(name.encode())
+        h.update(edit[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+__all__ = ["cached_edit", "edit_fingerprint", "edit_key"]
