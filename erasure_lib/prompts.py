@@ -48,7 +48,6 @@ Content warning: the nudity sets contain sexually explicit text.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -62,6 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._hashing import sha256_file as _sha256
 from .toyworld import captions
 
 StrPath = str | os.PathLike[str]
@@ -142,12 +142,6 @@ def _cache(cache_dir: StrPath | None) -> Path:
     return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _require_verified(entry: dict[str, Any], allow_unverified: bool) -> None:

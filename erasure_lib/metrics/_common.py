@@ -1,7 +1,6 @@
 """Shared helpers of the metrics: one image convention, file hashes, devices."""
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -9,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .._hashing import sha256_file as _sha256_uncached
 
 ImageBatch = Any  # np.ndarray | torch.Tensor | Sequence of arrays / PIL images; see to_uint8_nhwc
 
@@ -75,11 +76,7 @@ def to_uint8_list(images: ImageBatch) -> list[np.ndarray]:
 
 @lru_cache(maxsize=64)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return _sha256_uncached(path)
 
 
 def sha256_file(path: str | Path) -> str:

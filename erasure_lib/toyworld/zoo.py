@@ -16,10 +16,11 @@ A missing file raises ``FileNotFoundError`` naming it; a file whose hash differs
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
+
+from .._hashing import sha256_file as _sha256
 
 PARTS = ("toy_clip", "tinysd", "ip_adapter", "classifier", "fid_features")
 MANIFEST = "MANIFEST.json"
@@ -33,14 +34,6 @@ def data_dir() -> Path:
     """The zoo's folder: ``$ERASURE_BOOK_DATA`` if set, else ``data/`` at the repository root."""
     env = os.environ.get("ERASURE_BOOK_DATA")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(root: Path | None = None) -> dict:
