@@ -46,6 +46,28 @@ def test_gaussian_blur_matches_torchvision_sigma_and_keeps_constants():
         co_erasing.CoErasingConfig(variant="images")
 
 
+def test_batched_targets_equal_per_iteration_targets_and_keep_each_image_with_its_row(pipes):
+    """The frozen model's targets are computed for all drawn iterations in batches; they must equal what a
+    per-iteration loop computes, row for row (each row with its own image tokens and timestep)."""
+    pipe, ip = pipes
+    cfg = co_erasing.CoErasingConfig(iterations=5, pool_size=3)
+    frozen, plain = co_erasing._with_edit(ip.unet, {}), co_erasing._with_edit(pipe.unet, {})
+    frozen.encoder_hid_proj = co_erasing._GivenTokens()
+    gen = torch.Generator().manual_seed(0)
+    pool, grid = co_erasing._xt_pool(pipe, plain, "a nude person", cfg, gen)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    cond, null = encode_prompts(pipe, ["a nude person"]).float(), encode_prompts(pipe, [""]).float()
+    tokens = co_erasing.image_tokens(ip, images, cond).float()
+    xs, ts, c_imgs = co_erasing._draws(pipe, pool, grid, tokens, cfg, gen)
+    assert xs.shape[0] == ts.shape[0] == c_imgs.shape[0] == 5 and set(ts.tolist()) <= set(grid.tolist())
+    args = (cond, null, cfg, "cpu", torch.float32, False)
+    batched = co_erasing._targets(frozen, plain, xs, ts, c_imgs, *args, batch=32)
+    single = co_erasing._targets(frozen, plain, xs, ts, c_imgs, *args, batch=1)
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
+    swapped = co_erasing._targets(frozen, plain, xs, ts, c_imgs.roll(1, 0), *args, batch=32)
+    assert (swapped - batched).abs().amax() > 1e-4
+
+
 def test_bad_input_raises(pipes):
     pipe, _ = pipes
     with pytest.raises(ValueError, match="IP-Adapter"):

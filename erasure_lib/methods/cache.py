@@ -1,7 +1,7 @@
 """Edits cached on disk: train once, reuse on the next run of a notebook (or a rebuild of the book).
 
-An edit is keyed by its metadata (method, concept, every hyper-parameter, and the SHA-256 of the base UNet's
-weights file when known): any change trains a new edit. Cached files are ordinary edit files
+An edit is keyed by its metadata (method, concept, every hyper-parameter, the method's ``IMPLEMENTATION`` number,
+and the SHA-256 of the base UNet's weights file when known): any change trains a new edit. Cached files are ordinary edit files
 (:func:`~erasure_lib.methods.save_edit`), written atomically, so an interrupted run loses at most the edit it
 was training.
 """

@@ -30,7 +30,10 @@ end, so its ``x_t`` is not a sample at the noise level it is trained on: bug 1);
 (the code normalises images with 0.5/0.5, not CLIP's statistics: bug 3). Text-only calls use a UNet without
 IP processors (bug 2); everything is seeded (bug 6); the adapters are frozen on purpose (bug 8).
 How ``x_t`` is drawn follows :mod:`.esd`: a pool of recorded trajectories, sampled up front in one batched
-pass, from ``theta_ESD`` (the frozen model; the code samples with the model being trained).
+pass, from ``theta_ESD`` (the frozen model; the code samples with the model being trained). Every iteration's
+``(x_t, t, c_img)`` is drawn before training starts, in the order a per-iteration loop draws them, and the
+frozen model's targets are computed for all of them in batches: the frozen weights never change, so the targets
+are the same, and a training iteration runs only the trained copy (forward + backward).
 """
 from __future__ import annotations
 
@@ -136,7 +139,7 @@ def erase(pipe, ip_pipe, concept: str, params: CoErasingConfig = CoErasingConfig
     chosen = dict(trained.named_parameters())
     for n in names:
         chosen[n].requires_grad_(True)
-    optimizer = torch.optim.Adam([chosen[n] for n in names], lr=params.lr)
+    optimizer = esd.adam([chosen[n] for n in names], params.lr)
     device, dtype = pipe.device, pipe.unet.dtype
 
     cond = encode_prompts(pipe, [concept]).float()
@@ -148,33 +151,16 @@ def erase(pipe, ip_pipe, concept: str, params: CoErasingConfig = CoErasingConfig
         unet.encoder_hid_proj = _GivenTokens()          # the tokens are passed ready-made
 
     pool, xt_timesteps = _xt_pool(pipe, plain, concept, params, gen)
-    width = pipe.scheduler.config.num_train_timesteps // params.ddim_steps
+    # Every iteration's (x_t, t, c_img) is drawn up front, in the order a per-iteration loop would draw them, so
+    # the frozen model's targets can be computed in batches (no grad; the frozen weights never change).
+    xs, ts, c_imgs = _draws(pipe, pool, xt_timesteps, tokens, params, gen)
+    targets = _targets(frozen, plain, xs, ts, c_imgs, text, null, params, device, dtype, progress)
+
     bar = tqdm(range(params.iterations), desc=f"Co-Erasing ({params.variant}) {concept}"[:60], disable=not progress)
     for it in bar:
-        k = int(torch.randint(len(pool), (1,), generator=gen))
-        r = int(torch.randint(params.ddim_steps, (1,), generator=gen))
-        x = pool[k, r][None].to(device=device, dtype=torch.float32)
-        if params.blur_factor:
-            x = gaussian_blur(x, params.blur_factor)
-        t = xt_timesteps[r] if params.timestep == "grid" else \
-            pipe.scheduler.config.num_train_timesteps - width * (r + 1) + int(torch.randint(width, (1,), generator=gen))
-        t = torch.tensor([int(t)], device=device)
-        j = int(torch.randint(len(tokens), (1,), generator=gen))
-        c_img = tokens[j][None]
-        if params.noise_factor:
-            c_img = c_img + params.noise_factor * torch.rand(c_img.shape, generator=gen)
-        c_img = c_img.to(device)
-        with torch.no_grad():
-            e_c = frozen(x.to(dtype), t, encoder_hidden_states=text.to(device, dtype),
-                         added_cond_kwargs={"image_embeds": [c_img.to(dtype)]}).sample.float()
-            if params.text_uncond:
-                e_0 = plain(x.to(dtype), t, encoder_hidden_states=null.to(device, dtype)).sample.float()
-            else:
-                e_0 = frozen(x.to(dtype), t, encoder_hidden_states=null.to(device, dtype),
-                             added_cond_kwargs={"image_embeds": [c_img.to(dtype)]}).sample.float()
-        target = e_0 - params.negative_guidance * (e_c - e_0)
+        x, t, c_img = xs[it:it + 1].to(device), ts[it:it + 1].to(device), c_imgs[it:it + 1].to(device)
         pred = trained(x, t, encoder_hidden_states=text.to(device), added_cond_kwargs={"image_embeds": [c_img]}).sample
-        value = esd.optimisation_step(optimizer, F.mse_loss(pred, target), it, "Co-Erasing")
+        value = esd.optimisation_step(optimizer, F.mse_loss(pred, targets[it:it + 1].to(device)), it, "Co-Erasing")
         if log is not None:
             log.append({"iteration": it, "loss": value, "t": int(t)})
         if it % 25 == 0 or it == params.iterations - 1:
@@ -183,9 +169,15 @@ def erase(pipe, ip_pipe, concept: str, params: CoErasingConfig = CoErasingConfig
     return {n: chosen[n].detach().to("cpu").clone().contiguous() for n in sorted(out, key=list(chosen).index)}
 
 
+# Bumped whenever a change alters the numbers training produces (see esd.IMPLEMENTATION).
+# 2: fused Adam; the frozen model's targets computed in batches of 32 (2026-11-28).
+IMPLEMENTATION = 2
+
+
 def metadata(concept: str, params: CoErasingConfig = CoErasingConfig()) -> dict:
     """What :func:`~erasure_lib.methods.save_edit` should record for an edit made by :func:`erase`."""
     return {"method": "co-erasing", "variant": params.variant, "concept": concept, "hyperparameters": asdict(params),
+            "implementation": IMPLEMENTATION,
             "source": "Li et al., ICML 2025 (arXiv 2505.11131); Ferry-Li/Co-Erasing"}
 
 
@@ -240,6 +232,52 @@ def _with_edit(unet, edit: Edit):
         for name, value in edit.items():
             params[name].copy_(value.to(params[name].dtype))
     return out.eval()
+
+
+def _draws(pipe, pool: torch.Tensor, xt_timesteps: torch.Tensor, tokens: torch.Tensor, params: CoErasingConfig,
+           gen: torch.Generator):
+    """Every stage-2 iteration's ``(x_t, t, c_img)``, stacked: per iteration a trajectory ``k`` and index ``r``
+    of the pool (``x_t`` blurred if ``blur_factor``), the timestep (the grid point, or a DDPM ``t`` in its bin),
+    an image ``j`` and, with ``noise_factor``, uniform noise on its tokens."""
+    width = pipe.scheduler.config.num_train_timesteps // params.ddim_steps
+    xs, ts, c_imgs = [], [], []
+    for _ in range(params.iterations):
+        k = int(torch.randint(len(pool), (1,), generator=gen))
+        r = int(torch.randint(params.ddim_steps, (1,), generator=gen))
+        xs.append(pool[k, r].float())
+        ts.append(int(xt_timesteps[r]) if params.timestep == "grid" else
+                  pipe.scheduler.config.num_train_timesteps - width * (r + 1)
+                  + int(torch.randint(width, (1,), generator=gen)))
+        c_img = tokens[int(torch.randint(len(tokens), (1,), generator=gen))]
+        if params.noise_factor:
+            c_img = c_img + params.noise_factor * torch.rand(c_img.shape, generator=gen)
+        c_imgs.append(c_img)
+    xs = torch.stack(xs)
+    if params.blur_factor:
+        xs = gaussian_blur(xs, params.blur_factor)
+    return xs, torch.tensor(ts), torch.stack(c_imgs)
+
+
+@torch.no_grad()
+def _targets(frozen, plain, xs, ts, c_imgs, text, null, params: CoErasingConfig, device, dtype, progress: bool,
+             batch: int = 32) -> torch.Tensor:
+    """The negative-guidance targets ``e_0 - eta (e_c - e_0)`` of the frozen model for every drawn iteration:
+    ``e_c`` with the text + image condition; ``e_0`` from the text-only UNet (``text_uncond``) or with the image
+    tokens and the empty prompt."""
+    out = []
+    for lo in tqdm(range(0, len(xs), batch), desc="Co-Erasing targets", disable=not progress):
+        x, t = xs[lo:lo + batch].to(device, dtype), ts[lo:lo + batch].to(device)
+        c_img = c_imgs[lo:lo + batch].to(device, dtype)
+        n = len(x)
+        e_c = frozen(x, t, encoder_hidden_states=text.to(device, dtype).expand(n, -1, -1),
+                     added_cond_kwargs={"image_embeds": [c_img]}).sample.float()
+        if params.text_uncond:
+            e_0 = plain(x, t, encoder_hidden_states=null.to(device, dtype).expand(n, -1, -1)).sample.float()
+        else:
+            e_0 = frozen(x, t, encoder_hidden_states=null.to(device, dtype).expand(n, -1, -1),
+                         added_cond_kwargs={"image_embeds": [c_img]}).sample.float()
+        out.append((e_0 - params.negative_guidance * (e_c - e_0)).cpu())
+    return torch.cat(out)
 
 
 def _xt_pool(pipe, unet, concept: str, params: CoErasingConfig, gen: torch.Generator):

@@ -148,7 +148,7 @@ def erase(pipe, concept: str | Sequence[str], params: ESDConfig = ESDConfig(), p
     trainable = [chosen[n] for n in names]
     for p in trainable:
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(trainable, lr=params.lr)
+    optimizer = adam(trainable, params.lr)
     gen = torch.Generator().manual_seed(params.seed)
     device, dtype = pipe.device, frozen.dtype
 
@@ -190,6 +190,17 @@ def erase(pipe, concept: str | Sequence[str], params: ESDConfig = ESDConfig(), p
     return {n: chosen[n].detach().to("cpu").clone().contiguous() for n in names}
 
 
+def adam(parameters, lr: float) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where the parameters' device has one (CPU and CUDA do): the same update
+    rule, one kernel for all tensors instead of a Python loop over ~250 of them. On the toy UNet this takes an
+    ESD iteration from 39 ms to 30 ms on 2 cores (``benchmarks/erasure.py``)."""
+    parameters = list(parameters)
+    devices = {p.device.type for p in parameters}
+    fused = devices <= {"cpu", "cuda"} and all(p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                                                  for p in parameters)
+    return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
+
+
 def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str) -> float:
     """One optimiser step on ``loss``; returns its value, and stops with a clear error when it is not finite."""
     optimizer.zero_grad(set_to_none=True)
@@ -201,11 +212,17 @@ def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str
     return value
 
 
+# Bumped whenever a change alters the numbers training produces (not the hyper-parameters, which the metadata
+# records anyway): edits cached under an older implementation are then retrained, not reused.
+# 2: fused Adam (2026-11-28).
+IMPLEMENTATION = 2
+
+
 def metadata(concept, params: ESDConfig = ESDConfig()) -> dict:
     """What :func:`~erasure_lib.methods.save_edit` should record for an edit made by :func:`erase`."""
     concepts = [concept] if isinstance(concept, str) else list(concept)
     return {"method": "esd", "variant": params.parameter_set, "concept": "; ".join(concepts), "concepts": concepts,
-            "hyperparameters": asdict(params),
+            "hyperparameters": asdict(params), "implementation": IMPLEMENTATION,
             "source": "Gandikota et al., ICCV 2023 (arXiv 2303.07345); rohitgandikota/erasing"}
 
 
@@ -272,5 +289,5 @@ def _pool(pipe, concepts, params: ESDConfig, gen: torch.Generator, unet=None):
     return traj, prompt_ids
 
 
-__all__ = ["ESDConfig", "PARAMETER_SETS", "erase", "metadata", "optimisation_step", "trainable_parameter_names",
-           "trajectory_pool"]
+__all__ = ["ESDConfig", "IMPLEMENTATION", "PARAMETER_SETS", "adam", "erase", "metadata", "optimisation_step",
+           "trainable_parameter_names", "trajectory_pool"]
