@@ -2,16 +2,24 @@
 
 With another busy process on the 2 cores, torch's default 2 OpenMP threads slow the tiny models
 about 100x (specs/stack.md section 6), so every test runs single-threaded. The environment
-variables are set before torch is imported anywhere in the session.
+variables are set before torch is imported anywhere in the session. Result tables written during the session go
+to a scratch folder ($ERASURE_BOOK_RESULTS), never into the committed results/.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# nbval runs notebooks 00 and 01 in kernels that inherit this environment: their tables go to a scratch folder,
+# so `make test` leaves the committed results/ (and their provenance) untouched.
+os.environ["ERASURE_BOOK_RESULTS"] = tempfile.mkdtemp(prefix="erasure-book-test-results-")
+atexit.register(shutil.rmtree, os.environ["ERASURE_BOOK_RESULTS"], True)
 
 try:
     import torch

@@ -9,6 +9,7 @@ from erasure_lib import results
 
 @pytest.fixture
 def root(tmp_path, monkeypatch):
+    monkeypatch.delenv("ERASURE_BOOK_RESULTS", raising=False)
     monkeypatch.setattr(results, "ROOT", tmp_path)
     return tmp_path
 
