@@ -1,9 +1,9 @@
 """Edits cached on disk: train once, reuse on the next run of a notebook (or a rebuild of the book).
 
 An edit is keyed by its metadata (method, concept, every hyper-parameter, the method's ``IMPLEMENTATION`` number,
-and the SHA-256 of the base UNet's weights file when known): any change trains a new edit. Cached files are ordinary edit files
-(:func:`~erasure_lib.methods.save_edit`), written atomically, so an interrupted run loses at most the edit it
-was training.
+and the SHA-256 of the base UNet's weights file when known): any change trains a new edit. Cached files are
+ordinary edit files (:func:`~erasure_lib.methods.save_edit`), written atomically, so an interrupted run loses at
+most the edit it was training.
 """
 from __future__ import annotations
 

@@ -169,7 +169,8 @@ def erase(pipe, ip_pipe, concept: str, params: CoErasingConfig = CoErasingConfig
     return {n: chosen[n].detach().to("cpu").clone().contiguous() for n in sorted(out, key=list(chosen).index)}
 
 
-# Bumped whenever a change alters the numbers training produces (see esd.IMPLEMENTATION).
+# Bumped whenever a change alters the numbers training produces (see esd.IMPLEMENTATION; the metadata records
+# both, as the text stage is ESD's).
 # 2: fused Adam; the frozen model's targets computed in batches of 32 (2026-11-28).
 IMPLEMENTATION = 2
 
@@ -177,7 +178,7 @@ IMPLEMENTATION = 2
 def metadata(concept: str, params: CoErasingConfig = CoErasingConfig()) -> dict:
     """What :func:`~erasure_lib.methods.save_edit` should record for an edit made by :func:`erase`."""
     return {"method": "co-erasing", "variant": params.variant, "concept": concept, "hyperparameters": asdict(params),
-            "implementation": IMPLEMENTATION,
+            "implementation": {"co-erasing": IMPLEMENTATION, "esd": esd.IMPLEMENTATION},
             "source": "Li et al., ICML 2025 (arXiv 2505.11131); Ferry-Li/Co-Erasing"}
 
 
