@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from ._hashing import sha256_file as _sha256
+from ._io import atomic_path
 from .toyworld import captions
 
 StrPath = str | os.PathLike[str]
@@ -176,25 +177,21 @@ def _manual_hint(entry: dict[str, Any], dest: Path, name: str) -> str:
 
 def _fetch(name: str, entry: dict[str, Any], dest: Path, allow_unverified: bool) -> None:
     """Download ``entry`` into ``dest`` atomically, trying its URL then its mirrors."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     failures: list[str] = []
     mismatch: PromptChecksumError | None = None
     for url in [entry["url"], *entry.get("mirrors", [])]:
         try:
             log.info("downloading prompt set %s from %s", name, url)
-            _download(url, tmp)
-            _verify(tmp, entry, allow_unverified, f"downloaded from {url}")
+            with atomic_path(dest) as tmp:  # only a verified download replaces dest
+                _download(url, tmp)
+                _verify(tmp, entry, allow_unverified, f"downloaded from {url}")
         except PromptChecksumError as err:
             mismatch = err
             failures.append(f"{url}: sha256 mismatch")
         except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError, timeouts, DNS
             failures.append(f"{url}: {err}")
         else:
-            os.replace(tmp, dest)
             return
-        finally:
-            tmp.unlink(missing_ok=True)
     if mismatch is not None:
         raise mismatch
     raise PromptDownloadError(f"could not download prompt set {name!r} ({entry['file']}; no network?); tried "
@@ -223,13 +220,8 @@ def install_prompt_file(name: str, path: StrPath, *, cache_dir: StrPath | None =
     source = Path(path)
     _verify(source, entry, allow_unverified, "given to install_prompt_file")
     dest = _cache(cache_dir) / entry["file"]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(dest) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._io import atomic_path, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "diffusers", "transformers", "torchmetrics", "nudenet", "onnxruntime", "numpy", "pandas")
 
@@ -35,23 +37,16 @@ def results_dir(notebook: str) -> Path:
     return path
 
 
-def _atomic_write_text(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_table(df: pd.DataFrame, notebook: str, table: str, provenance: dict | None = None) -> Path:
     """Write ``df`` to ``results/<notebook>/<table>.csv``; with ``provenance`` (any JSON-able dict: profile,
     seeds, settings, judges...) also ``<table>.json`` with it plus :func:`environment_info`."""
     path = results_dir(notebook) / f"{table}.csv"
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
     if provenance is not None:
         record = {"table": f"{path.parent.name}/{path.name}", "rows": len(df), **provenance,
                   "environment": environment_info()}
-        _atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from .._io import atomic_path
 
 Edit = dict[str, torch.Tensor]
 
@@ -186,15 +186,8 @@ def save_edit(edit: Mapping[str, torch.Tensor], path, metadata: Mapping | None =
             raise TypeError(f"{name!r}: value is a {type(value).__name__}, not a tensor")
         tensors[name] = value.detach().to("cpu").contiguous().clone()  # clone: safetensors refuses shared storage
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=_encode_metadata(metadata))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=_encode_metadata(metadata))
     return path
 
 

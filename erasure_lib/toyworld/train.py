@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .._io import atomic_path, atomic_write_text
 from . import models, zoo
 from .captions import prompt_set, recaption, sample_training_pairs, write_prompt_csv
 from .render import render_batch
@@ -56,15 +57,12 @@ CONFIG = {
 # --- shared machinery ----------------------------------------------------------------------------------------
 
 def _atomic_torch_save(obj, path: Path):
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _atomic_json(obj, path: Path):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def _cosine(warmup: int, steps: int):
@@ -161,9 +159,8 @@ def build_data(run_dir: Path, out: Path, seed: int):
     write_prompt_csv(out / "prompts" / "toy_heldout.csv")
     ids = np.stack([np.array(tok(cs, padding="max_length", max_length=models.MAX_LENGTH,
                                  truncation=True).input_ids, dtype=np.int16) for cs in captions], axis=1)
-    tmp = run_dir / "dataset.tmp.npz"
-    np.savez(tmp, images=images, ids=ids, **labels)
-    os.replace(tmp, run_dir / "dataset.npz")
+    with atomic_path(run_dir / "dataset.npz", suffix=".npz") as tmp:
+        np.savez(tmp, images=images, ids=ids, **labels)
     (run_dir / "captions.json").write_text(json.dumps(captions))
 
 

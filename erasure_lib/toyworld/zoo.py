@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from .._hashing import sha256_file as _sha256
+from .._io import atomic_write_text
 
 PARTS = ("toy_clip", "tinysd", "ip_adapter", "classifier", "fid_features")
 MANIFEST = "MANIFEST.json"
@@ -44,9 +45,7 @@ def write_manifest(root: Path | None = None) -> dict:
         for p in sorted((root / part).rglob("*")):
             if p.is_file() and p.suffix in (".safetensors", ".json"):
                 entries[p.relative_to(root).as_posix()] = _sha256(p)
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    atomic_write_text(root / MANIFEST, json.dumps(entries, indent=1, sort_keys=True) + "\n")
     return entries
 
 
