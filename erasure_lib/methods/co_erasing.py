@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from ..sampling import encode_images, encode_prompts, generate, initial_latents, set_steps
 from . import esd
-from .edits import Edit
+from .edits import Edit, apply_edit
 
 VARIANTS = ("text_only", "image_only", "text_image", "full")
 
@@ -227,11 +227,9 @@ def gaussian_blur(x: torch.Tensor, kernel: int) -> torch.Tensor:
 # --- helpers -------------------------------------------------------------------------------------------------------
 
 def _with_edit(unet, edit: Edit):
+    """A copy of ``unet`` with ``edit`` written in (checked by :func:`.apply_edit`); ``unet`` is not touched."""
     out = copy.deepcopy(unet)
-    params = dict(out.named_parameters())
-    with torch.no_grad():
-        for name, value in edit.items():
-            params[name].copy_(value.to(params[name].dtype))
+    apply_edit(out, edit)
     return out.eval()
 
 
