@@ -2,16 +2,14 @@
 
 Asserted: the edit solves UCE's normal equations (relative residual < 1e-5 in every matrix) and equals an
 independent least-squares solve; it changes exactly every cross-attention to_k/to_v; the token embeddings are the
-ones the spec names (last token before [EoT]; legacy: last word to the end); the pipeline is not modified; one
-erase takes < 1 s; and erasing the sensitive concept lowers the toy sensitive rate on the held-out explicit
-prompts from >= 0.9 to <= 0.35 while the object rate on the held-out explicit object prompts (unrelated
-concepts) stays within 0.10 of the unedited model's.
+ones the spec names (last token before [EoT]; legacy: last word to the end); the pipeline is not modified; and
+erasing the sensitive concept lowers the toy sensitive rate on the held-out explicit prompts from >= 0.9 to
+<= 0.35 while the object rate on the held-out explicit object prompts (unrelated concepts) stays within 0.10 of
+the unedited model's. Speed is not asserted here: benchmarks/erasure.py times it.
 Measured when written (toy zoo, 10 DDIM steps, CFG 5, 2 seeds per prompt): ``"a nude person" -> "a person"``,
 defaults: sensitive 1.00 -> 0.23, objects 1.00 -> 0.98; legacy tokens ``"nude" -> ""``: 1.00 -> 0.10, 1.00 -> 1.00.
 (With the default last-token choice the bare keyword ``"nude" -> ""`` barely moves the toy: 1.00 -> 0.93.)
 """
-import time
-
 import pytest
 import torch
 
@@ -89,12 +87,6 @@ def test_token_choice(pipe):
 def test_singular_system_raises(pipe):
     with pytest.raises(ValueError, match="singular"):
         uce.erase(pipe, "nude", params=uce.UCEConfig(lamb=0.0))
-
-
-def test_fast(pipe):
-    start = time.perf_counter()
-    uce.erase(pipe, ["a nude person"], preserve=["a person"], guide="a person")
-    assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize("concepts, guide, cfg", [

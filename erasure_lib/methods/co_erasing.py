@@ -34,6 +34,19 @@ pass, from ``theta_ESD`` (the frozen model; the code samples with the model bein
 ``(x_t, t, c_img)`` is drawn before training starts, in the order a per-iteration loop draws them, and the
 frozen model's targets are computed for all of them in batches: the frozen weights never change, so the targets
 are the same, and a training iteration runs only the trained copy (forward + backward).
+
+What ``bug_compatible_sampling`` reproduces of the reference's ``denoise_to_text_timestep``, and what not
+    Reproduced: the order and the pairing. From ``x_T`` the grid is walked *upward* (lowest timestep first), and
+    index ``r`` (0 = the noisiest grid point) gets the latent after ``ddim_steps - r`` steps, i.e. the
+    reference's index ``t_ref = ddim_steps - 1 - r`` gets the latent after ``t_ref + 1`` steps; the walk uses
+    the conditional prediction only, as the reference (no CFG: ``start_guidance`` is not used on this path).
+    Not reproduced: (a) each step is the pipeline's deterministic DDIM step (eta 0), not the reference's
+    stochastic ``DDPMScheduler`` step (posterior mean plus fresh posterior-variance noise); (b) the walk runs
+    with ``theta_ESD`` without IP processors, once, into the up-front pool of ``pool_size`` trajectories, not
+    with the model being trained, IP processors attached (bug 2), from a fresh ``x_T`` every iteration; (c) the
+    flag does not change the timestep: pass ``timestep="bin"`` too for the reference's ``t_ddpm``, drawn in the
+    index's bin ``[w t_ref, w (t_ref + 1))``, ``w = num_train_timesteps // ddim_steps`` (20 at 50 steps; the
+    default ``"grid"`` trains at the grid timestep of index ``r``).
 """
 from __future__ import annotations
 
@@ -81,7 +94,7 @@ class CoErasingConfig:
     text_uncond: bool = True        # e_0 from the text-only frozen model (README, train.sh)
     timestep: str = "grid"          # "grid": the DDIM timestep x_t sits at; "bin": a DDPM t in its 20-wide bin
     pool_size: int = 32             # recorded x_t trajectories (see the module docstring)
-    bug_compatible_sampling: bool = False  # reproduce the code's upward partial sampling (bug 1)
+    bug_compatible_sampling: bool = False  # the code's upward x_t walk (bug 1); only in part: module docstring
     clip_normalisation: bool = True  # False: the code's 0.5/0.5 image normalisation (bug 3)
     seed: int = 0
 
@@ -281,7 +294,9 @@ def _targets(frozen, plain, xs, ts, c_imgs, text, null, params: CoErasingConfig,
 
 def _xt_pool(pipe, unet, concept: str, params: CoErasingConfig, gen: torch.Generator):
     """``(pool (K, steps, C, h, w), timesteps)``: x_t at every DDIM index of ``pool_size`` text-conditioned
-    trajectories of ``unet`` (ESD-style, from T downward), or the code's upward walk (``bug_compatible_sampling``)."""
+    trajectories of ``unet`` (ESD-style, from T downward), or the code's upward walk (``bug_compatible_sampling``:
+    deterministic DDIM steps, conditional prediction only; see the module docstring for what it does not
+    reproduce)."""
     seeds = torch.randint(0, 2**31 - 1, (params.pool_size,), generator=gen).tolist()
     timesteps = set_steps(pipe, params.ddim_steps).cpu()
     if not params.bug_compatible_sampling:

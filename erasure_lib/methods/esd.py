@@ -134,7 +134,8 @@ def erase(pipe, concept: str | Sequence[str], params: ESDConfig = ESDConfig(), p
     """Erase ``concept`` (a prompt, or several: each iteration uses one, round-robin over the pool) with ESD;
     returns the edit: the trained values of the parameters of ``params.parameter_set``.
 
-    ``log``, if given a list, receives one ``{"iteration", "loss", "t"}`` dict per iteration."""
+    ``log``, if given a list, receives one ``{"iteration", "loss", "t", "index"}`` dict per iteration (``t``: the
+    UNet timesteps of the batch, ``index``: their DDIM indices ``r``)."""
     concepts = [concept] if isinstance(concept, str) else list(concept)
     if not concepts or any(not isinstance(c, str) or not c.strip() for c in concepts):
         raise ValueError("give a non-empty concept prompt (or a list of them)")
@@ -179,15 +180,25 @@ def erase(pipe, concept: str | Sequence[str], params: ESDConfig = ESDConfig(), p
                                   encoder_hidden_states=torch.cat([c, null.expand(len(x), -1, -1)]).to(dtype)
                                   ).sample.chunk(2)
         e_c, e_0 = e_c.to(device=device, dtype=torch.float32), e_0.to(device=device, dtype=torch.float32)
-        base = e_0 if params.eta_form == "uncond_base" else e_c
-        target = base - params.negative_guidance * (e_c - e_0)
+        target = negative_guidance_target(e_c, e_0, params.negative_guidance, params.eta_form)
         pred = trained(x, t.to(device), encoder_hidden_states=c).sample
         value = optimisation_step(optimizer, torch.nn.functional.mse_loss(pred.float(), target), it, "ESD")
         if log is not None:
-            log.append({"iteration": it, "loss": value, "t": [int(v) for v in t]})
+            log.append({"iteration": it, "loss": value, "t": [int(v) for v in t], "index": [int(v) for v in r]})
         if it % 25 == 0 or it == params.iterations - 1:
             bar.set_postfix(loss=f"{value:.4f}")
     return {n: chosen[n].detach().to("cpu").clone().contiguous() for n in names}
+
+
+def negative_guidance_target(e_c: torch.Tensor, e_0: torch.Tensor, eta: float, form: str = "uncond_base"
+                             ) -> torch.Tensor:
+    """ESD's regression target from the frozen model's conditional ``e_c`` and unconditional ``e_0`` predictions:
+    ``base - eta * (e_c - e_0)`` with ``base = e_0`` (``form="uncond_base"``: paper, legacy code) or ``base = e_c``
+    (``"cond_base"``: ``esd_sd.py``; its eta 2 is the same target as eta 1 in the paper form)."""
+    if form not in ("uncond_base", "cond_base"):
+        raise ValueError(f"eta form {form!r}; valid: uncond_base, cond_base")
+    base = e_0 if form == "uncond_base" else e_c
+    return base - eta * (e_c - e_0)
 
 
 def adam(parameters, lr: float) -> torch.optim.Adam:
@@ -289,5 +300,5 @@ def _pool(pipe, concepts, params: ESDConfig, gen: torch.Generator, unet=None):
     return traj, prompt_ids
 
 
-__all__ = ["ESDConfig", "IMPLEMENTATION", "PARAMETER_SETS", "adam", "erase", "metadata", "optimisation_step",
-           "trainable_parameter_names", "trajectory_pool"]
+__all__ = ["ESDConfig", "IMPLEMENTATION", "PARAMETER_SETS", "adam", "erase", "metadata", "negative_guidance_target",
+           "optimisation_step", "trainable_parameter_names", "trajectory_pool"]
