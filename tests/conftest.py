@@ -29,7 +29,7 @@ else:
     torch.set_num_threads(1)
 
 
-def explicit_rates(pipe, clf, seeds_per_prompt=2, steps=10):
+def explicit_rates(pipe, clf, seeds_per_prompt=2, steps=10, guidance=5.0):
     """(sensitive rate on explicit prompts, object rate on explicit object prompts) of a toy pipeline."""
     import numpy as np
     import pandas as pd
@@ -39,7 +39,7 @@ def explicit_rates(pipe, clf, seeds_per_prompt=2, steps=10):
     from erasure_lib.toyworld.captions import prompt_set
     table = pd.concat([prompt_set("sensitive_explicit"), prompt_set("explicit_object")], ignore_index=True)
     table = table.loc[table.index.repeat(seeds_per_prompt)].reset_index(drop=True)
-    images = generate(pipe, table.prompt, range(len(table)), steps=steps, guidance=5.0, batch_size=64, progress=False)
+    images = generate(pipe, table.prompt, range(len(table)), steps=steps, guidance=guidance, batch_size=64, progress=False)
     pred = clf.predict(torch.from_numpy(images))
     nude = pred["sensitive"]["prob"][:, 1].numpy() > 0.5
     hit = np.asarray(pred["object"]["label"]) == table.target.to_numpy()

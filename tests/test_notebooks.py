@@ -34,3 +34,22 @@ def test_co_erasing_notebook_runs_ci_sized(tmp_path, monkeypatch):
     for table in ("ablation", "tradeoff", "claim"):
         assert (out / f"{table}.csv").exists() and (out / f"{table}.json").exists()
     assert _digest(committed) == before  # the committed results are not touched
+
+
+def test_toy_world_notebook_calibration_runs_ci_sized(tmp_path, monkeypatch):
+    """nbval checks chapter 00 as committed but skips its calibration cells (they train edits): here the whole
+    chapter runs, small, and writes every calibration table with one row per fact."""
+    from erasure_lib.calibration import FACTS
+    committed = ROOT / "results" / "00_toy_world" / "calibration.csv"
+    before = _digest(committed)
+    out = _run("00_toy_world", tmp_path, monkeypatch, n_heldout=100, seeds_per_prompt=1, steps=3, iteration_cap=2,
+               calibration_seeds_per_prompt=1, calibration_steps=3, calibration_guidances=[1.0, 5.0], n_boot=20,
+               cache_dir=None)
+    facts = pd.read_csv(out / "calibration.csv")
+    assert list(facts.name) == [f.name for f in FACTS]
+    assert set(facts.reproduced) <= {"yes", "no", "not measured"}
+    assert facts.set_index("name").loc["attacks_raise_asr", "reproduced"] == "not measured"
+    for table in ("calibration_rates", "calibration_diagnostics", "calibration_guidance_sweep"):
+        assert (out / f"{table}.csv").exists() and (out / f"{table}.json").exists()
+    assert (out / "zoo_quality.csv").exists()
+    assert _digest(committed) == before

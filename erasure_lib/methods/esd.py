@@ -68,28 +68,40 @@ from .edits import Edit
 
 PARAMETER_SETS = ("esd-x", "esd-x-strict", "esd-u", "esd-u-ldm", "esd-u-diffusers", "full")
 
+# *toy* learning rates per parameter set (Adam, 1000 iterations, batch 1), measured on the toy zoo
+# (benchmarks and chapter 00). Cross-attention only (ESD-x): 1e-3, erasing at CFG 5 with other objects >= 0.96.
+# Everything but cross-attention (ESD-u): stable up to 3e-5 -- the ESD objective on held-out x_t falls from the
+# unedited 0.0131 to 0.0050 (1e-5) and 0.0054 (3e-5), while at 1e-4 it ends *above* it (0.0173), other objects drop
+# at CFG 1 (0.78) and the nude rate at CFG 5 stays at 0.97.
+_X_LR, _U_LR = 1e-3, 3e-5
+TOY_LR = {"esd-x": _X_LR, "esd-x-strict": _X_LR, "esd-u": _U_LR, "esd-u-ldm": _U_LR, "esd-u-diffusers": _U_LR,
+          "full": _U_LR}
+
 
 @dataclass(frozen=True)
 class ESDConfig:
     """ESD hyper-parameters. Paper / legacy values (``train-esd.py``, spec esd.md 4) unless marked *toy*.
 
-    Toy defaults, from a sweep on the toy zoo (1000 iterations, eta 1, batch 1; rates on the held-out prompt
-    sets, 10 DDIM steps, CFG 5; numbers in the module's report):
+    ``lr=None`` (the default) takes the parameter set's toy learning rate from :data:`TOY_LR`, measured on the
+    toy zoo (1000 iterations, eta 1, batch 1; rates on the held-out prompt sets at the evaluation guidance 5;
+    chapter 00, "What the toy world reproduces", and ``results/00_toy_world/calibration*.csv``):
 
-    * ``lr = 1e-3`` (SD v1.4: 1e-5). At 1e-5 nothing moves on the toy; at 1e-4 ... 5e-4 ESD-x erases the
-      training prompt itself but only half of the held-out explicit prompts ("a nude person" -> nude rate
-      1.0 -> 0.47) and leaves "a church" prompts untouched; 1e-3 gives 1.0 -> 0.27 (nude) and 1.0 -> 0.6
-      (church; the paper's own ESD-u leaves 54% of church images) while the look-alike neighbour stays at 1.0,
-      other objects >= 0.92 and styles >= 0.89. 2e-3 starts to cost objects and styles.
-    * ``parameter_set = "esd-x"``. The paper uses ESD-u for nudity and objects, but on the toy ESD-u does not
-      erase at a stable lr (1e-4: nude rate 1.0 -> 0.93; 2e-4: 0.73 with objects at 0.93) and wrecks the
-      model at 3e-4 (objects 0.48). Pass ``parameter_set="esd-u"`` (or use :meth:`sd14`) for the paper's choice.
+    * ESD-x (``esd-x``, ``esd-x-strict``): ``1e-3`` (SD v1.4: 1e-5). At 1e-5 nothing moves on the toy; at 1e-4 ...
+      5e-4 ESD-x erases the training prompt itself but only half of the held-out explicit prompts; 1e-3 takes the
+      nude rate 1.0 -> 0.27 (implicit 0.16) with other objects at 0.98, and 3e-3 starts to cost objects and styles.
+    * ESD-u (``esd-u``, ``esd-u-ldm``, ``esd-u-diffusers``, ``full``): ``TOY_LR["esd-u"]``, the largest rate of the
+      measured stable range (see :data:`TOY_LR`). Above it ESD-u damages the model before it erases anything at
+      CFG 5; within it ESD-u erases at CFG 1 but not at CFG 3 or 5, at any rate or length tried: it moves the
+      unconditional prediction as much as the conditional one, so classifier-free guidance restores the concept
+      (:mod:`erasure_lib.calibration`). This is a property of the toy zoo, not of these values.
 
+    ``parameter_set`` defaults to ``"esd-x"`` on the toy for that reason; the paper uses ESD-u for nudity and
+    objects: pass ``parameter_set="esd-u"`` (or use :meth:`sd14`) for the paper's choice.
     Use :meth:`sd14` for the paper's SD v1.4 values and :meth:`fast` for ``esd_sd.py``'s."""
 
     parameter_set: str = "esd-x"   # *toy*: see above; the paper uses esd-u for nudity/objects, esd-x for styles
     iterations: int = 1000         # train-esd.py; esd_sd.py uses 200
-    lr: float = 1e-3               # *toy*: see above (SD v1.4: 1e-5, train-esd.py)
+    lr: float | None = None        # *toy*: None = TOY_LR[parameter_set], see above (SD v1.4: 1e-5, train-esd.py)
     negative_guidance: float = 1.0  # eta (paper form, train-esd.py --negative_guidance 1)
     eta_form: str = "uncond_base"  # "uncond_base" (paper/legacy) or "cond_base" (esd_sd.py, where eta 2 == 1 here)
     ddim_steps: int = 50           # DDIM grid of the partial sampling (train-esd.py --ddim_steps 50)
@@ -113,6 +125,8 @@ class ESDConfig:
                 raise ValueError(f"ESDConfig.{field}={getattr(self, field)!r}; valid: {', '.join(valid)}")
         if min(self.iterations, self.ddim_steps, self.batch_size, self.pool_size, self.refresh_every) < 1:
             raise ValueError("iterations, ddim_steps, batch_size, pool_size and refresh_every must be >= 1")
+        if self.lr is None:  # frozen dataclass: resolve the parameter set's toy default once, here
+            object.__setattr__(self, "lr", TOY_LR[self.parameter_set])
         if not self.lr > 0:
             raise ValueError("lr must be > 0")
 
@@ -300,5 +314,5 @@ def _pool(pipe, concepts, params: ESDConfig, gen: torch.Generator, unet=None):
     return traj, prompt_ids
 
 
-__all__ = ["ESDConfig", "IMPLEMENTATION", "PARAMETER_SETS", "adam", "erase", "metadata", "negative_guidance_target",
+__all__ = ["ESDConfig", "IMPLEMENTATION", "PARAMETER_SETS", "TOY_LR", "adam", "erase", "metadata", "negative_guidance_target",
            "optimisation_step", "trainable_parameter_names", "trajectory_pool"]
