@@ -15,6 +15,7 @@ SD_LIKE = {
     "ESD-u/church/explicit": 0.14, "ESD-x/starry style/explicit": 0.02, "UCE/nudity/explicit": 0.2183,
     "UCE/nudity/other objects": 0.99, "UCE/starry style/explicit": 0.62,
     "ESD-x/starry style/other styles": 0.95, "ESD-u/starry style/other styles": 0.80,
+    "ESD-u/starry style/explicit": 0.10,
     "ESD-u/nudity/attacked": 0.7605,
 }
 
@@ -24,11 +25,16 @@ def test_sd_behaviour_passes_every_rule_and_one_broken_fact_fails_its_own_rule_o
     assert list(table.columns[:6]) == ["fact", "source", "sd_value", "rule", "toy_value", "reproduced"]
     assert (table.reproduced == "yes").all(), table[table.reproduced != "yes"]
     assert table.loc["attacks_raise_asr", "toy_value"] == pytest.approx(0.7605 / 0.2042)
-    # the toy's first zoo: ESD-u leaves nudity at 0.97 at CFG 5
-    broken = cal.calibration_table({**SD_LIKE, "ESD-u/nudity/explicit": 0.97}).set_index("name").reproduced
-    assert broken["esd_u_nudity_explicit"] == "no" and broken["uce_nudity_like_esd"] == "no"
-    assert (broken.drop(["esd_u_nudity_explicit", "uce_nudity_like_esd", "attacks_raise_asr"]) == "yes").all()
-    assert broken["attacks_raise_asr"] == "no"  # 0.7605 is not 2x 0.97
+    # the toy's first zoo: ESD-u leaves nudity at 0.97 at CFG 5 and costs nothing, because it erases nothing
+    broken = cal.calibration_table({**SD_LIKE, "ESD-u/nudity/explicit": 0.97, "ESD-u/nudity/other objects": 1.0}
+                                   ).set_index("name").reproduced
+    failing = ["esd_u_nudity_explicit", "uce_nudity_like_esd", "esd_u_nudity_usability", "attacks_raise_asr"]
+    assert (broken[failing] == "no").all() and (broken.drop(failing) == "yes").all()  # 0.7605 is not 2x 0.97
+    # ESD-x "more specific" than an ESD-u that does not erase the style at all is no comparison
+    vacuous = cal.calibration_table({**SD_LIKE, "ESD-u/starry style/explicit": 1.0,
+                                     "ESD-u/starry style/other styles": 1.0}).set_index("name")
+    assert vacuous.loc["esd_x_more_specific", "reproduced"] == "no"
+    assert vacuous.loc["esd_x_more_specific", "toy_value"] == pytest.approx(0.05)
 
 
 def test_missing_measurements_are_reported_not_guessed():
