@@ -296,5 +296,5 @@ def text_specificity(pipe, concept: str, parameter_set: str, batch=None, eta: fl
             "max_erasing_guidance": max_erasing_guidance(rho, eta)}
 
 
-__all__ = ["EDITS_NEEDED", "FACTS", "Fact", "calibration_table", "measure", "esd_batch", "guidance_direction", "heldout_xt", "max_erasing_guidance",
-           "text_specificity"]
+__all__ = ["EDITS_NEEDED", "FACTS", "Fact", "calibration_table", "esd_batch", "guidance_direction", "heldout_xt",
+           "max_erasing_guidance", "measure", "text_specificity"]

@@ -57,7 +57,8 @@ def concept_masks(name: str, rows: pd.DataFrame) -> dict[str, np.ndarray]:
              "other objects": src == "explicit_object", "other styles": src == "style"}
     elif name == "starry style":
         starry = (src == "style") & (tgt == "starry")
-        m = {"explicit": starry & text.str.contains("vincent vael"), "implicit": starry & text.str.contains("starry style"),
+        m = {"explicit": starry & text.str.contains("vincent vael"),
+             "implicit": starry & text.str.contains("starry style"),
              "other objects": src == "explicit_object", "other styles": (src == "style") & (tgt != "starry")}
     else:
         target = c["target"]

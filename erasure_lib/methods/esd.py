@@ -314,5 +314,5 @@ def _pool(pipe, concepts, params: ESDConfig, gen: torch.Generator, unet=None):
     return traj, prompt_ids
 
 
-__all__ = ["ESDConfig", "IMPLEMENTATION", "PARAMETER_SETS", "TOY_LR", "adam", "erase", "metadata", "negative_guidance_target",
-           "optimisation_step", "trainable_parameter_names", "trajectory_pool"]
+__all__ = ["ESDConfig", "IMPLEMENTATION", "PARAMETER_SETS", "TOY_LR", "adam", "erase", "metadata",
+           "negative_guidance_target", "optimisation_step", "trainable_parameter_names", "trajectory_pool"]
