@@ -70,11 +70,6 @@ def concept_masks(name: str, rows: pd.DataFrame) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, bool) for k, v in m.items()}
 
 
-def esd_config(parameter_set: str, seed: int = 0, **overrides) -> esd.ESDConfig:
-    """The toy default ESD configuration of ``parameter_set`` (its learning rate from :data:`esd.TOY_LR`)."""
-    return esd.ESDConfig(parameter_set=parameter_set, seed=seed, **overrides)
-
-
 def baseline_edit(pipe, method: str, name: str, seed: int = 0, cache_dir=None,
                   esd_overrides: Mapping | None = None) -> Edit:
     """The standard ``method`` edit (``"ESD-x"``, ``"ESD-u"`` or ``"UCE"``) of concept ``name``; ESD edits are
@@ -84,10 +79,9 @@ def baseline_edit(pipe, method: str, name: str, seed: int = 0, cache_dir=None,
         return uce.erase(pipe, [c["prompt"]], preserve=c["uce_preserve"], guide=c["uce_guide"])
     if method not in ("ESD-x", "ESD-u"):
         raise ValueError(f"unknown baseline {method!r}; valid: {', '.join(BASELINES)}")
-    cfg = esd_config(method.lower(), seed, **dict(esd_overrides or {}))
+    cfg = esd.ESDConfig(parameter_set=method.lower(), seed=seed, **dict(esd_overrides or {}))
     return cached_edit(cache_dir, esd.metadata(c["prompt"], cfg),
                        lambda: esd.erase(pipe, c["prompt"], cfg, progress=False))
 
 
-__all__ = ["BASELINES", "EVALUATION_SETS", "TOY_CONCEPTS", "baseline_edit", "concept_masks", "esd_config",
-           "evaluation_prompts"]
+__all__ = ["BASELINES", "EVALUATION_SETS", "TOY_CONCEPTS", "baseline_edit", "concept_masks", "evaluation_prompts"]
