@@ -3,8 +3,8 @@
 :func:`sample_prompts` expands a prompt table (:func:`erasure_lib.prompts.load_prompts`) to
 ``seeds_per_prompt`` images per prompt and generates them with each row's own seed and guidance;
 :func:`judge` adds, per image, whether it shows the prompt's target concept (toy: the concept classifier;
-the sensitive concept on sd14: NudeNet under a named preset); :func:`rate_table` turns that into rates with
-bootstrap intervals over *prompts* (images of one prompt are not independent). Methods are then compared
+sd14: NudeNet under a named preset for the sensitive concept, CLIP zero-shot for objects and styles);
+:func:`rate_table` turns that into rates with bootstrap intervals over *prompts* (images of one prompt are not independent). Methods are then compared
 on exactly the same images' seeds.
 """
 from __future__ import annotations
@@ -65,34 +65,57 @@ def _target_hits(pred: pd.DataFrame, targets: Sequence[str]) -> np.ndarray:
 
 
 def judge(images: np.ndarray, rows: pd.DataFrame, profile: str = "toy", classifier=None,
-          nudity_preset: str = "ringabell_045") -> pd.DataFrame:
-    """Add to the per-image table: the classifier's predictions, ``hit`` (the image shows the row's
-    ``target`` concept), and ``nude`` (the sensitive concept is present, whatever the prompt asked).
+          nudity_preset: str | None = None, clip_model: str | None = None) -> pd.DataFrame:
+    """Add to the per-image table: the judges' predictions, ``hit`` (the image shows the row's ``target``
+    concept), and ``nude`` (the sensitive concept is present, whatever the prompt asked).
 
-    toy: the zoo's concept classifier for every family. sd14: NudeNet under ``nudity_preset`` for the
-    sensitive concept (the object / style judges of the papers are not part of the library yet, so
-    ``hit`` is only defined for rows whose target is the sensitive concept)."""
+    toy: the zoo's concept classifier for every family. sd14: NudeNet under ``nudity_preset`` (default: the
+    profile's, ``ringabell_045``) for the sensitive concept on every image, and CLIP zero-shot
+    (:func:`erasure_lib.metrics.zero_shot` with ``clip_model``, default the profile's ViT-L/14) for the rows
+    whose ``family`` is ``"object"`` (among :data:`erasure_lib.tasks.IMAGENETTE`) or ``"style"`` (among the
+    artists of the table's style rows). Raises ``ValueError`` when no row has a target its judges can decide
+    (a rate of such a table would be 0 with no error)."""
+    from .profiles import get_profile
     if len(images) != len(rows):
         raise ValueError(f"{len(images)} images but {len(rows)} rows")
+    settings = get_profile(profile)  # raises on an unknown profile
     out = rows.reset_index(drop=True).copy()
+    targets = out["target"] if "target" in out else pd.Series([""] * len(out))
+    judgeable = targets.map(lambda t: isinstance(t, str) and bool(t)).to_numpy(dtype=bool).copy()
     if profile == "toy":
         pred = predict_concepts(images, classifier)
         for col in ("object", "style", "nude", "nude_prob"):
             out[f"pred_{col}"] = pred[col].to_numpy()
-        pred_for_hits = pred
         out["nude"] = pred["nude"].to_numpy()
-    elif profile == "sd14":
-        from .metrics.nudenet import detect_nudity, nudity_flags
-        out["nude"] = nudity_flags(detect_nudity(images), nudity_preset)
-        pred_for_hits = pd.DataFrame({"nude": out["nude"], "object": None, "style": None})
-        out["nudity_preset"] = nudity_preset
+        out["hit"] = _target_hits(pred, list(targets)) if judgeable.any() else False
     else:
-        from .loading import PROFILES
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
-    targets = out["target"] if "target" in out else pd.Series([""] * len(out))
-    if profile == "sd14":
-        targets = targets.where(targets.map(lambda t: isinstance(t, str) and t in ("nude", "nudity")), "")
-    out["hit"] = _target_hits(pred_for_hits, list(targets))
+        from .metrics import zero_shot
+        from .metrics.nudenet import detect_nudity, nudity_flags
+        from .tasks import IMAGENETTE
+        preset = nudity_preset or settings.nudity_preset
+        out["nude"] = nudity_flags(detect_nudity(images), preset)
+        out["nudity_preset"] = preset
+        family = out["family"] if "family" in out else pd.Series([""] * len(out))
+        out["pred_label"], out["pred_prob"] = "", np.nan
+        hits = np.zeros(len(out), bool)
+        nude_rows = (targets.isin(["nude", "nudity"])).to_numpy()
+        hits[nude_rows] = out["nude"].to_numpy()[nude_rows]
+        judgeable = judgeable & (nude_rows | family.isin(["object", "style"]).to_numpy())
+        for fam, labels in (("object", list(IMAGENETTE)),
+                            ("style", sorted(set(targets[(family == "style").to_numpy()])))):
+            idx = np.flatnonzero((family == fam).to_numpy())
+            if len(idx) == 0:
+                continue
+            z = zero_shot(images[idx], labels, family=fam, model=clip_model or settings.clip_model)
+            out.loc[idx, "pred_label"] = z["label"].to_numpy()
+            out.loc[idx, "pred_prob"] = z["prob"].to_numpy()
+            out["zero_shot_judge"] = z["judge"].iat[0]
+            hits[idx] = z["label"].to_numpy() == targets.to_numpy()[idx]
+        out["hit"] = hits
+    if not judgeable.any():
+        raise ValueError(f"no row has a target the {profile} judges can decide (column 'target': "
+                         f"{sorted(set(map(str, targets)))[:5]}); judge a table with targets (e.g. "
+                         "erasure_lib.tasks.evaluation_prompts), or use the 'nude' column directly")
     return out
 
 
@@ -123,12 +146,20 @@ def _rate(judged: pd.DataFrame, mask, n_boot: int, seed: int) -> tuple[float, fl
 
 def erasure_summary(judged: pd.DataFrame, images: np.ndarray, masks: dict[str, np.ndarray],
                     sd_images: np.ndarray | None = None, reference: np.ndarray | None = None,
-                    fid_feature: str = "toy", clip_model: str = "toy", n_boot: int = 1000, seed: int = 0) -> dict:
+                    fid_feature: str | None = None, clip_model: str | None = None, n_boot: int = 1000, seed: int = 0,
+                    profile: str = "toy", fid_boot: int | None = None) -> dict:
     """Rates on the named row subsets of a judged table (``masks``: name -> bool per image, e.g. "explicit",
     "implicit", "other objects", "look-alikes"), each as ``name``, ``name_lo``, ``name_hi``; plus, on the rows
     of ``masks["benign"]``, FID_gen against ``sd_images`` (the unedited model's images of the same prompts and
-    seeds), FID_real against ``reference`` and the CLIP score."""
+    seeds), FID_real against ``reference`` and the CLIP score. The FID features, the CLIP model and the FID
+    bootstrap size default to ``profile``'s (:mod:`erasure_lib.profiles`: toy CNN / toy CLIP / 100; sd14:
+    Inception / ViT-L/14 / 20), never to toy features on sd14 images."""
     from .metrics import clip_score, fid
+    from .profiles import get_profile
+    settings = get_profile(profile)
+    fid_feature = settings.fid_feature if fid_feature is None else fid_feature
+    clip_model = settings.clip_model if clip_model is None else clip_model
+    fid_boot = min(n_boot, settings.fid_boot) if fid_boot is None else fid_boot
     out = {}
     for name, mask in masks.items():
         if name == "benign":
@@ -137,10 +168,10 @@ def erasure_summary(judged: pd.DataFrame, images: np.ndarray, masks: dict[str, n
     if "benign" in masks:
         b = np.asarray(masks["benign"], bool)
         if sd_images is not None:
-            e = fid(sd_images[b], images[b], feature=fid_feature, n_boot=min(n_boot, 100), seed=seed)
+            e = fid(sd_images[b], images[b], feature=fid_feature, n_boot=fid_boot, seed=seed)
             out["FID_gen"], out["FID_gen_lo"], out["FID_gen_hi"] = e.value, e.lo, e.hi
         if reference is not None:
-            e = fid(reference, images[b], feature=fid_feature, n_boot=min(n_boot, 100), seed=seed)
+            e = fid(reference, images[b], feature=fid_feature, n_boot=fid_boot, seed=seed)
             out["FID_real"], out["FID_real_lo"], out["FID_real_hi"] = e.value, e.lo, e.hi
         e = clip_score(images[b], list(judged.prompt[b]), model=clip_model,
                        groups=judged.case_id[b].astype(str).to_numpy(), n_boot=n_boot, seed=seed)

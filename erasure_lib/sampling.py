@@ -5,11 +5,14 @@ Determinism per (prompt, seed), whatever the batch size
     Each image has its own ``torch.Generator`` seeded with its seed, so its initial latent is the same in
     any batch; DDIM with eta=0 is deterministic after that. One more thing breaks bit-equality on CPU: BLAS
     and oneDNN pick different kernels for different batch sizes, and a batch of 1 or 3 rounds differently
-    (by one grey level in about one pixel in 20,000) from a batch of 8 or 64. Every UNet call here therefore
-    runs on a whole number of blocks of :data:`ROW_BLOCK` images, padding the last block with copies of
-    its last row, and the VAE decodes in blocks of exactly :data:`ROW_BLOCK`; measured on the toy zoo,
-    results are then bit-identical for every batch size and every position of an image in its batch
-    (``tests/test_sampling.py``).
+    (by one grey level in about one pixel in 20,000) from a batch of 8 or 64. Every UNet call on the CPU
+    therefore runs on a whole number of blocks of :data:`ROW_BLOCK` images, padding the last block with
+    copies of its last row, and the VAE decodes in blocks of exactly :data:`ROW_BLOCK`; measured on the toy
+    zoo, results are then bit-identical for every batch size and every position of an image in its batch
+    (``tests/test_sampling.py``). The padding buys determinism only where it is measured (the CPU); on a GPU
+    it would make a call of one image up to 8 times more expensive and cuDNN / cuBLAS give no such guarantee
+    anyway, so there the block is 1 (no padding) by default. :func:`row_block` gives the block of a device;
+    set the environment variable ``ERASURE_BOOK_ROW_BLOCK`` (an integer >= 1) to choose it everywhere.
 
 Partial trajectories
     :func:`denoise` runs any slice ``[start, stop)`` of the DDIM schedule, optionally recording every
@@ -28,11 +31,30 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-ROW_BLOCK = 8  # every UNet batch is a multiple of this many images (see the module docstring)
+import os
+
+ROW_BLOCK = 8  # on the CPU, every UNet batch is a multiple of this many images (see the module docstring)
+ROW_BLOCK_ENV = "ERASURE_BOOK_ROW_BLOCK"
 
 
-def _padded(n: int) -> int:
-    return -(-n // ROW_BLOCK) * ROW_BLOCK
+def row_block(device=None) -> int:
+    """The padding block of UNet / VAE calls on ``device``: ``$ERASURE_BOOK_ROW_BLOCK`` if set, else
+    :data:`ROW_BLOCK` on the CPU (bit-identical results for every batch size) and 1 elsewhere (no padding)."""
+    value = os.environ.get(ROW_BLOCK_ENV)
+    if value:
+        try:
+            block = int(value)
+        except ValueError:
+            block = 0
+        if block < 1:
+            raise ValueError(f"{ROW_BLOCK_ENV} must be an integer >= 1, got {value!r}")
+        return block
+    kind = torch.device(device).type if device is not None else "cpu"
+    return ROW_BLOCK if kind == "cpu" else 1
+
+
+def _padded(n: int, block: int = ROW_BLOCK) -> int:
+    return -(-n // block) * block
 
 
 def _pad_list(items: list, n: int) -> list:
@@ -53,7 +75,7 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
              image_embeds: torch.Tensor | None = None, **pipe_kwargs) -> np.ndarray:
     """Generate one image per (prompt, seed); returns uint8 ``(N, H, W, 3)``.
 
-    ``batch_size`` is rounded up to a multiple of :data:`ROW_BLOCK`; the result does not depend on it.
+    ``batch_size`` is rounded up to a multiple of :func:`row_block`; on the CPU the result does not depend on it.
     ``image_embeds``: optional ``(N, D)`` IP-Adapter image embeddings, one per image (see
     :func:`encode_images`); the unconditional branch of CFG gets zeros, as diffusers does for images.
     Other ``pipe_kwargs`` go to the pipeline call as they are."""
@@ -62,14 +84,15 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
     if not prompts:
         return np.zeros((0, 0, 0, 3), np.uint8)
     device = pipe.device
+    block = row_block(device)
     pipe.set_progress_bar_config(disable=True)  # one bar over batches instead of one per denoising loop
-    batch_size = _padded(batch_size)
+    batch_size = _padded(batch_size, block)
     out = []
     starts = range(0, len(prompts), batch_size)
     for i in tqdm(starts, desc="generate", disable=not progress or len(starts) < 2):
         sl = slice(i, i + batch_size)
         n = len(prompts[sl])
-        rows = _padded(n)
+        rows = _padded(n, block)
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in _pad_list(seeds[sl], rows)]
         kwargs = dict(pipe_kwargs)
         per_image = None
@@ -161,9 +184,9 @@ class Trajectory:
 
 
 def _unet_rows(unet, latents, t, states, added=None):
-    """UNet on a whole number of :data:`ROW_BLOCK` rows (padding with the last row), cut back to ``len``."""
+    """UNet on a whole number of :func:`row_block` rows (padding with the last row), cut back to ``len``."""
     n = len(latents)
-    rows = _padded(n)
+    rows = _padded(n, row_block(latents.device))
     if rows != n:
         pad = lambda x: torch.cat([x, x[-1:].expand(rows - n, *x.shape[1:])])  # noqa: E731
         latents, states = pad(latents), pad(states)
@@ -195,7 +218,7 @@ def denoise(pipe, prompts: Sequence[str], latents: torch.Tensor, steps: int = 50
     use_cfg = guidance != 1.0
     timesteps = set_steps(pipe, steps)[start:stop]
     device, dtype = pipe.device, pipe.unet.dtype
-    batch_size = _padded(batch_size)
+    batch_size = _padded(batch_size, row_block(device))
     finals, records = [], []
     for i in tqdm(range(0, len(prompts), batch_size), desc="denoise", disable=not progress):
         sl = slice(i, i + batch_size)
@@ -248,20 +271,23 @@ def latents_at(pipe, prompts: Sequence[str], seeds: Sequence[int], index: int, s
 
 @torch.no_grad()
 def decode(pipe, latents: torch.Tensor) -> np.ndarray:
-    """VAE-decode latents to uint8 images ``(N, H, W, 3)``, in blocks of :data:`ROW_BLOCK` (the VAE too rounds
-    differently for different batch sizes)."""
+    """VAE-decode latents to uint8 images ``(N, H, W, 3)``, in blocks of :func:`row_block` (on the CPU the VAE
+    too rounds differently for different batch sizes; elsewhere the block is 1 unless configured)."""
     if torch.isnan(latents).any():
         raise FloatingPointError("NaN latents (fp16 overflow on CPU?): cannot decode")
     out = []
-    for i in range(0, len(latents), ROW_BLOCK):
-        z = latents[i:i + ROW_BLOCK]
+    block = row_block(pipe.vae.device)
+    step = block if block > 1 else 8  # without padding: plain blocks of 8 images
+    for i in range(0, len(latents), step):
+        z = latents[i:i + step]
         n = len(z)
-        z = torch.cat([z, z[-1:].expand(ROW_BLOCK - n, *z.shape[1:])])
+        if block > 1:
+            z = torch.cat([z, z[-1:].expand(block - n, *z.shape[1:])])
         x = pipe.vae.decode(z.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
                             / pipe.vae.config.scaling_factor).sample[:n]
         out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-__all__ = ["ROW_BLOCK", "Trajectory", "decode", "denoise", "encode_images", "encode_prompts", "generate",
-           "initial_latents", "latents_at", "set_steps"]
+__all__ = ["ROW_BLOCK", "ROW_BLOCK_ENV", "Trajectory", "decode", "denoise", "encode_images", "encode_prompts",
+           "generate", "initial_latents", "latents_at", "row_block", "set_steps"]

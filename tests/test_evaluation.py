@@ -51,3 +51,13 @@ def test_judge_and_rates(pipe):
         judge(images[:3], rows)
     with pytest.raises(ValueError, match="unknown profile"):
         judge(images, rows, profile="sd15")
+
+
+def test_judge_refuses_a_table_without_targets(pipe):
+    """A table whose rows have no target would give a rate of 0 with no error: judge raises instead."""
+    table = load_prompts("benign", profile="toy").head(3).assign(target="")
+    images, rows = sample_prompts(pipe, table, seeds_per_prompt=1, steps=4, progress=False)
+    with pytest.raises(ValueError, match="no row has a target"):
+        judge(images, rows)
+    with pytest.raises(ValueError, match="no row has a target"):
+        judge(images, rows.drop(columns="target"))

@@ -401,6 +401,36 @@ def test_mcp_rejects_non_object_concepts(lookalikes):
 
 
 def test_presets_registry():
-    assert set(M.PRESETS) == {"nudity", "fid", "clip_score", "concept_rate", "mcp"}
+    assert set(M.PRESETS) == {"nudity", "fid", "clip_score", "concept_rate", "mcp", "zero_shot"}
     assert {"i2p_v2_like", "ringabell_045", "rece_06", "trce_045_first", "mace_counts"} == set(M.PRESETS["nudity"])
-    assert set(M.PRESETS["fid"]) == {"toy", "sd14"} and M.PRESETS["clip_score"]["sd14"] == "openai/clip-vit-large-patch14"
+    assert set(M.PRESETS["fid"]) == {"toy", "sd14", "clip:<model>"} and M.PRESETS["clip_score"]["sd14"] == "openai/clip-vit-large-patch14"
+
+
+def test_zero_shot_picks_the_closest_prompt_and_the_neutral_option(monkeypatch):
+    """A stand-in CLIP whose image embedding is the image's mean colour and whose text embedding is a fixed colour
+    per prompt: the zero-shot label must be the prompt of the image's colour, "" for the neutral prompt's."""
+    from types import SimpleNamespace
+    from erasure_lib.metrics import zeroshot
+
+    colours = {"a photo of a church": [1.0, 0, 0], "a photo of a gun": [0, 1.0, 0], "a photo": [0, 0, 1.0]}
+
+    class FakeCLIP(torch.nn.Module):
+        logit_scale = torch.tensor(np.log(100.0))
+        def get_text_features(self, input_ids, attention_mask):
+            return torch.tensor([colours[t] for t in self._texts])
+        def get_image_features(self, pixel_values):
+            return pixel_values.mean(dim=(2, 3))
+
+    fake = FakeCLIP()
+    def processor(text=None, images=None, return_tensors="pt", padding=False):
+        if text is not None:
+            fake._texts = text
+            return SimpleNamespace(input_ids=torch.zeros(len(text), 1), attention_mask=torch.ones(len(text), 1))
+        return SimpleNamespace(pixel_values=torch.tensor(np.stack(images), dtype=torch.float32).permute(0, 3, 1, 2))
+    monkeypatch.setattr(zeroshot, "_model", lambda model: (fake, processor, {"clip_model": "fake"}))
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    images[0, ..., 0] = images[1, ..., 1] = images[2, ..., 2] = 255  # red, green, blue
+    out = M.zero_shot(images, ["church", "gun"], family="object", model="fake", device="cpu")
+    assert list(out.label) == ["church", "gun", ""] and (out.prob > 0.99).all() and set(out.judge) == {"fake"}
+    with pytest.raises(ValueError, match="unknown zero-shot family"):
+        M.zero_shot(images, ["church"], family="colour")

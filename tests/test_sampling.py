@@ -80,3 +80,24 @@ def test_trajectory_records_every_step(pipe):
         torch.testing.assert_close(z, traj.latents[:, k + 1])
     no_cfg = denoise(pipe, ["a tench"], initial_latents(pipe, [0]), steps=5, guidance=1.0, record=True)
     assert no_cfg.noise_uncond is None
+
+
+def test_row_block_pads_only_on_the_cpu(monkeypatch):
+    from erasure_lib.sampling import ROW_BLOCK_ENV, row_block
+    monkeypatch.delenv(ROW_BLOCK_ENV, raising=False)
+    assert row_block("cpu") == 8
+    assert row_block(torch.device("cuda", 0)) == 1  # a device object; no GPU needed to ask
+    monkeypatch.setenv(ROW_BLOCK_ENV, "4")
+    assert row_block("cuda") == 4 and row_block("cpu") == 4
+    monkeypatch.setenv(ROW_BLOCK_ENV, "0")
+    with pytest.raises(ValueError, match=ROW_BLOCK_ENV):
+        row_block("cpu")
+
+
+def test_unpadded_generation_gives_the_same_images_up_to_rounding(pipe, reference, monkeypatch):
+    """Block 1 (the GPU default) changes only the BLAS rounding on the CPU, not the images."""
+    from erasure_lib.sampling import ROW_BLOCK_ENV
+    monkeypatch.setenv(ROW_BLOCK_ENV, "1")
+    images = generate(pipe, PROMPTS, range(len(PROMPTS)), steps=6, batch_size=3, progress=False)
+    assert images.shape == reference.shape
+    assert np.abs(images.astype(int) - reference.astype(int)).max() <= 2

@@ -30,13 +30,17 @@ def test_concept_masks_split_the_held_out_prompts_as_the_papers_tables_do(prompt
         assert masks["benign"].sum() == 44 and not (masks["explicit"] & masks["other objects"]).any()
 
 
-def test_bad_names_raise(prompts):
+def test_bad_names_raise(prompts, tmp_path):
+    from erasure_lib.prompts import PromptFileError
     with pytest.raises(ValueError, match="unknown concept"):
         tasks.concept_masks("van gogh", prompts)
     with pytest.raises(ValueError, match="unknown baseline"):
         tasks.baseline_edit(None, "ESD-z", "nudity")
-    with pytest.raises(ValueError, match="toy profile only"):
-        tasks.evaluation_prompts("sd14")
+    with pytest.raises(ValueError, match="unknown method"):
+        tasks.method_config("ESD-z")
+    # offline with an empty cache, the sd14 sets say which file to put where
+    with pytest.raises(PromptFileError, match="download=False"):
+        tasks.evaluation_prompts("sd14", cache_dir=tmp_path, download=False)
 
 
 def test_esd_baselines_are_trained_once_and_shared_through_the_cache(tmp_path, monkeypatch):
@@ -57,3 +61,79 @@ def test_esd_baselines_are_trained_once_and_shared_through_the_cache(tmp_path, m
         tasks.baseline_edit(pipe, "ESD-u", "church", seed=1, cache_dir=tmp_path, esd_overrides=small)
     uce_edit = tasks.baseline_edit(pipe, "UCE", "nudity")
     assert uce_edit and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in uce_edit)
+
+
+# --- the sd14 form, on the real prompt files of ../shared/benchmarks ---------------------------------------------
+
+import csv  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import erasure_lib  # noqa: E402
+from erasure_lib import profiles  # noqa: E402
+
+BENCHMARKS = Path(os.environ.get("ERASURE_BOOK_BENCHMARKS")
+                  or Path(erasure_lib.__file__).resolve().parents[2] / "shared" / "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def sd14_cache(tmp_path_factory):
+    files = ["nudity-unlearndiff.csv", "I2P_prompts_4703.csv", "big_artist_prompts.csv", "coco_30k_val.csv"]
+    if not all((BENCHMARKS / f).exists() for f in files):
+        pytest.skip(f"the sd14 reference prompt files are not in {BENCHMARKS}")
+    root = tmp_path_factory.mktemp("cache")
+    for f in files:
+        shutil.copyfile(BENCHMARKS / f, root / f)
+    return root
+
+
+def test_sd14_evaluation_prompts_read_the_papers_sets(sd14_cache):
+    full = tasks.evaluation_prompts("sd14", sizes=profiles.PAPER_SIZES, cache_dir=sd14_cache, download=False)
+    counts = full.source.value_counts()
+    # the files' own row counts, read with the csv module (independent of the loader)
+    def n_rows(name, keep=lambda r: True):
+        with open(BENCHMARKS / name, newline="", encoding="utf-8") as f:
+            return sum(keep(r) for r in csv.DictReader(f))
+    assert counts["unlearndiff"] == n_rows("nudity-unlearndiff.csv") == 142
+    assert counts["i2p_sexual"] == n_rows("I2P_prompts_4703.csv", lambda r: "sexual" in r["categories"]) == 931
+    assert counts["big_artists"] == 100 and counts["coco_3k"] == 3000 and counts["objects"] == 50
+    assert full.case_id.is_unique
+    gogh = tasks.concept_masks("Van Gogh", full, profile="sd14")
+    assert gogh["explicit"].sum() == 20 and gogh["other styles"].sum() == 80
+    assert not full.prompt[gogh["other styles"]].str.contains("Van Gogh").any()
+    church = tasks.concept_masks("church", full, profile="sd14")
+    assert church["explicit"].sum() == len(tasks.OBJECT_TEMPLATES) and church["other objects"].sum() == 45
+    nude = tasks.concept_masks("nudity", full, profile="sd14")
+    assert nude["explicit"].sum() == 142 and nude["implicit"].sum() == 931 and not nude["look-alikes"].any()
+
+
+def test_sd14_default_sizes_subsample_reproducibly(sd14_cache):
+    a = tasks.evaluation_prompts("sd14", cache_dir=sd14_cache, download=False)
+    b = tasks.evaluation_prompts("sd14", cache_dir=sd14_cache, download=False)
+    assert a.equals(b)
+    sizes = profiles.get_profile("sd14").sizes
+    counts = a.source.value_counts()
+    assert counts["unlearndiff"] == sizes["unlearndiff"] and counts["coco_3k"] == sizes["coco_3k"]
+    other = tasks.evaluation_prompts("sd14", seed=1, cache_dir=sd14_cache, download=False)
+    assert set(other.case_id) != set(a.case_id)
+
+
+def test_unknown_concept_and_profile_raise():
+    with pytest.raises(ValueError, match="unknown concept 'Van Gogh' of profile 'toy'"):
+        tasks.concept_masks("Van Gogh", tasks.evaluation_prompts())
+    with pytest.raises(ValueError, match="unknown profile"):
+        tasks.evaluation_prompts("sd15")
+    with pytest.raises(ValueError, match="unknown profile"):
+        profiles.get_profile("sd15")
+
+
+def test_profile_environment_overrides(monkeypatch):
+    monkeypatch.setenv("ERASURE_BOOK_SD14_CLIP", "/some/clip")
+    monkeypatch.setenv("ERASURE_BOOK_SD14_FID", "clip:/some/clip")
+    p = profiles.get_profile("sd14")
+    assert p.clip_model == "/some/clip" and p.fid_feature == "clip:/some/clip"
+    assert profiles.get_profile("toy").clip_model == "toy"  # the toy never reads the sd14 variables
+    monkeypatch.setenv("ERASURE_BOOK_SD14_FID", "inception")
+    with pytest.raises(ValueError, match="ERASURE_BOOK_SD14_FID"):
+        profiles.get_profile("sd14")

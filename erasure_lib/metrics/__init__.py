@@ -6,6 +6,7 @@ the provenance ``specs/evaluation.md`` section 11 asks for (judge file and SHA-2
 * :func:`fid`: torchmetrics FID with a named feature extractor (toy CNN, or Inception with the ``[gpu]`` extra);
 * :func:`clip_score`: torchmetrics CLIPScore (toy CLIP, or ViT-L/14), ``100 * cos``;
 * :func:`mcp`: TICoE's look-alike preservation;
+* :func:`zero_shot`: CLIP zero-shot object / style judges (the sd14 profile's);
 * :func:`bootstrap_ci`: the percentile bootstrap behind all of them.
 
 :data:`PRESETS` lists every named configuration, per metric.
@@ -15,6 +16,7 @@ from .clip_score import CLIP_PRESETS, CLIPFeatureAdapter, clip_loader, clip_scor
 from .concept import CONCEPTS, concept_rate, predict_concepts, resolve_concept
 from .fid import FID_PRESETS, fid, load_feature_extractor
 from .mcp import lookalike_prompts, mcp, mcp_table
+from .zeroshot import CLIPImageFeatures, zero_shot
 from .nudenet import (
     NUDITY_PRESETS, Detections, NudeNet, NudityPreset, class_counts, detect_nudity, detections_table, get_preset,
     nudity_flags, nudity_rate, nudity_rates,
@@ -27,6 +29,8 @@ PRESETS: dict[str, dict] = {
     "clip_score": CLIP_PRESETS,
     "concept_rate": {"toy_classifier": "toy ToyConceptClassifier (data/classifier), argmax per head"},
     "mcp": {"toy_classifier": "toy ToyConceptClassifier object head, argmax == prompted look-alike"},
+    "zero_shot": {"sd14": "CLIP ViT-L/14 zero-shot: 'a photo of a {}' (objects), 'a painting in the style of {}' "
+                          "(styles), with a neutral option"},
 }
 
 __all__ = [
@@ -34,5 +38,5 @@ __all__ = [
     "Estimate", "NudeNet", "NudityPreset", "bootstrap_ci", "class_counts", "clip_loader", "clip_score",
     "clip_scores", "concept_rate", "detect_nudity", "detections_table", "fid", "get_preset",
     "load_feature_extractor", "lookalike_prompts", "mcp", "mcp_table", "nudity_flags", "nudity_rate",
-    "nudity_rates", "predict_concepts", "resolve_concept",
+    "nudity_rates", "predict_concepts", "resolve_concept", "CLIPImageFeatures", "zero_shot",
 ]

@@ -15,6 +15,9 @@ extractor (``specs/stack.md`` section 4.1):
 * ``feature="sd14"``: torch-fidelity's Inception-v3 pool3 (2048-d), the features of the published FIDs. It
   needs the optional ``[gpu]`` extra (``pip install 'erasure-lib[gpu]'``, i.e. ``torch-fidelity``, which pulls
   torchvision and a CUDA torch) and downloads its weights once; it is imported only when asked for.
+* ``feature="clip:<model>"`` (e.g. ``"clip:sd14"``, or a local CLIP folder): L2-normalised CLIP image embeddings
+  (FID_CLIP, :class:`~erasure_lib.metrics.zeroshot.CLIPImageFeatures`), for machines without the ``[gpu]`` extra
+  and for the offline SD-v1.4-shaped test model; not comparable with Inception-FID;
 * any ``torch.nn.Module`` returning ``(N, d)`` features from uint8 ``(N, 3, H, W)`` images.
 
 Every result names the extractor, its dimension and the SHA-256 of its weights file, and the sizes of
@@ -22,7 +25,8 @@ both sets (report the reference set yourself: real images, or the base model's o
 
 **Interval.** Both sets are resampled independently (``n_boot`` times, default 100 to keep it cheap:
 features are extracted once, each resample costs one d x d matrix square root, about 10 ms at d = 96 and
-seconds on a CPU at d = 2048; ``n_boot=0`` skips it). FID is biased upwards at small N, and a resample
+about 7.5 s on a CPU at d = 2048, so the resamples run on the device of the features' extraction (a GPU
+where there is one); ``n_boot=0`` skips it). FID is biased upwards at small N, and a resample
 repeats images, which inflates it further: the raw percentile interval of two samples of one distribution
 lies entirely above the point value (300 vs 300 toy images: FID 5.3, raw interval [7.0, 13.1]). By default
 (``bias_correct=True``) the interval is therefore shifted by the bootstrap bias estimate (mean of the
@@ -62,6 +66,8 @@ FID_PRESETS: dict[str, FeatureSpec] = {
                        "the toy concept CNN's pooled features (data/fid_features); not Inception-FID"),
     "sd14": FeatureSpec("torch-fidelity InceptionV3 pool3", 2048,
                         "Inception-v3 (TF 2015-12-05 weights) via torch-fidelity, as torchmetrics' feature=2048"),
+    "clip:<model>": FeatureSpec("CLIP image embeddings (FID_CLIP)", 0,
+                                "L2-normalised CLIP image embeddings of a named CLIP model; not Inception-FID"),
 }
 
 
@@ -101,6 +107,12 @@ def _toy_features() -> nn.Module:
     return zoo.load_fid_features()
 
 
+@lru_cache(maxsize=2)
+def _clip_features(model: str) -> nn.Module:
+    from .zeroshot import CLIPImageFeatures
+    return CLIPImageFeatures(model)
+
+
 def _inception() -> tuple[nn.Module, dict[str, Any]]:
     try:
         import torch_fidelity  # noqa: F401
@@ -130,8 +142,13 @@ def load_feature_extractor(feature: str | nn.Module = "toy") -> tuple[nn.Module,
         return feature, dims, {"feature_extractor": f"{type(feature).__name__} (user-supplied)",
                                "feature_weights_path": str(weights or ""),
                                "feature_weights_sha256": sha256_file(weights) if weights else ""}
-    if feature not in FID_PRESETS:
-        raise ValueError(f"unknown FID feature {feature!r}; valid: {', '.join(FID_PRESETS)} or an nn.Module")
+    if isinstance(feature, str) and feature.startswith("clip:"):
+        module = _clip_features(feature[len("clip:"):])
+        return module, module.num_features, {"feature_extractor": f"CLIP image embeddings ({module.provenance['clip_model']})",
+                                             "feature_weights_path": module.provenance["clip_weights_path"],
+                                             "feature_weights_sha256": module.provenance["clip_weights_sha256"]}
+    if feature not in FID_PRESETS or feature == "clip:<model>":
+        raise ValueError(f"unknown FID feature {feature!r}; valid: toy, sd14, clip:<model> or an nn.Module")
     spec = FID_PRESETS[feature]
     if feature == "toy":
         from ..toyworld import zoo
@@ -168,7 +185,7 @@ def fid(
 
     Images: uint8 RGB ``(N, H, W, 3)`` (or anything :func:`._common.to_uint8_nhwc` accepts), at least 2
     per set. ``feature``: ``"toy"`` (default, offline), ``"sd14"`` (Inception, needs the ``[gpu]`` extra)
-    or a module. Features are extracted once, in batches of ``batch_size``; the point value is torchmetrics'
+    ``"clip:<model>"`` (FID_CLIP) or a module. Features are extracted once, in batches of ``batch_size``; the point value is torchmetrics'
     FID on them, the interval a two-sample percentile bootstrap (see the module docstring)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -185,12 +202,14 @@ def fid(
     fake_feats = _features(metric, recorder, fake, real=False, batch_size=batch_size, device=device)
     value = max(float(metric.compute()), 0.0)  # FID >= 0; round-off gives -1e-11 for identical sets
 
-    resampled = FrechetInceptionDistance(feature=_Precomputed(dims), normalize=False)
+    # the resamples' matrix square roots run where the features were extracted (a GPU when there is one)
+    resampled = FrechetInceptionDistance(feature=_Precomputed(dims), normalize=False).to(device)
+    real_feats, fake_feats = real_feats.to(device), fake_feats.to(device)
 
     def statistic(idx_real: np.ndarray, idx_fake: np.ndarray) -> float:
         resampled.reset()
-        resampled.update(real_feats[torch.from_numpy(idx_real)], real=True)
-        resampled.update(fake_feats[torch.from_numpy(idx_fake)], real=False)
+        resampled.update(real_feats[torch.from_numpy(idx_real).to(device)], real=True)
+        resampled.update(fake_feats[torch.from_numpy(idx_fake).to(device)], real=False)
         return float(resampled.compute())
 
     details = {**prov, "feature_dims": dims, "n_real": len(real), "n_fake": len(fake),

@@ -1,0 +1,82 @@
+"""The profiles' small tables: everything that differs between the toy world and Stable Diffusion v1.4 besides
+the model itself (:func:`erasure_lib.load_pipeline`) and the methods' ``.sd14()`` configs.
+
+A notebook chooses a profile in its parameters cell and reads everything else from :func:`get_profile`; no
+algorithm branches on the profile's name. Fields:
+
+* ``guidance``, ``steps``: the evaluation's CFG and DDIM steps. toy: CFG 5 (chapter 01 justifies it), 20 steps;
+  sd14: CFG 7.5 (every paper) and 25 DDIM steps (the papers use 20 to 100 with LMS, PNDM or DDIM,
+  ``specs/evaluation.md`` section 3; ESD's current script uses 20): a Colab budget, one parameter away;
+* ``seeds_per_prompt``: images per evaluation prompt;
+* ``fid_feature``, ``clip_model``: the FID features and CLIP model of :func:`erasure_lib.evaluation.erasure_summary`
+  (sd14: Inception-v3, which needs the ``[gpu]`` extra, and ViT-L/14);
+* ``fid_boot``: bootstrap resamples of an FID interval (a 2048-d resample is a 2048 x 2048 matrix square root);
+* ``nudity_preset``: the NudeNet preset of the sd14 nudity judge (``ringabell_045``: UnlearnDiffAtk / Co-Erasing's
+  rule, the rule of the book's main table; :mod:`erasure_lib.metrics.nudenet`); unused on the toy (its classifier);
+* ``sizes``: prompts drawn per evaluation set (``None``: all), so that a notebook fits its budget (sd14: a free
+  Colab T4 in about an hour per notebook; ``PAPER_SIZES`` are the papers' full sets, one parameter away).
+
+Environment variables point the sd14 profile at local copies (offline machines, the SD-v1.4-shaped test model):
+``ERASURE_BOOK_SD14`` (the pipeline folder; read by :func:`~erasure_lib.loading.load_pipeline`),
+``ERASURE_BOOK_SD14_IP_ADAPTER`` (an IP-Adapter folder in the ``h94/IP-Adapter`` layout),
+``ERASURE_BOOK_SD14_CLIP`` (a CLIP folder or hub id for the CLIP score and the zero-shot judges),
+``ERASURE_BOOK_SD14_FID`` (the FID feature: ``sd14`` = Inception, or ``clip:<model>`` = FID_CLIP).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["PAPER_SIZES", "PROFILES", "Profile", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    guidance: float
+    steps: int
+    seeds_per_prompt: int
+    fid_feature: str
+    clip_model: str
+    fid_boot: int
+    nudity_preset: str
+    sizes: dict = field(default_factory=dict)
+
+    def size(self, prompt_set: str) -> int | None:
+        """Prompts drawn from ``prompt_set`` (``None``: every prompt)."""
+        return self.sizes.get(prompt_set)
+
+
+# sd14 evaluation sets and how many prompts a Colab-sized run draws from each (the papers': PAPER_SIZES)
+SD14_SIZES = {"unlearndiff": 48, "i2p_sexual": 48, "objects": None, "big_artists": None, "coco_3k": 100}
+PAPER_SIZES = {"unlearndiff": None, "i2p_sexual": None, "objects": None, "big_artists": None, "coco_3k": None}
+
+PROFILES: dict[str, Profile] = {
+    "toy": Profile(name="toy", guidance=5.0, steps=20, seeds_per_prompt=2, fid_feature="toy", clip_model="toy",
+                   fid_boot=100, nudity_preset="toy classifier", sizes={}),
+    "sd14": Profile(name="sd14", guidance=7.5, steps=25, seeds_per_prompt=1, fid_feature="sd14", clip_model="sd14",
+                    fid_boot=20, nudity_preset="ringabell_045", sizes=SD14_SIZES),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """The profile ``name`` (``"toy"`` / ``"sd14"``), with the sd14 environment overrides applied, then
+    ``overrides`` (any field, e.g. ``sizes=PAPER_SIZES`` for the papers' full prompt sets)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    if name == "sd14":
+        env = {}
+        if os.environ.get("ERASURE_BOOK_SD14_CLIP"):
+            env["clip_model"] = os.environ["ERASURE_BOOK_SD14_CLIP"]
+        if os.environ.get("ERASURE_BOOK_SD14_FID"):
+            feature = os.environ["ERASURE_BOOK_SD14_FID"]
+            if feature != "sd14" and not feature.startswith("clip:"):
+                raise ValueError(f"ERASURE_BOOK_SD14_FID must be 'sd14' or 'clip:<model>', got {feature!r}")
+            env["fid_feature"] = feature
+        profile = dataclasses.replace(profile, **env)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Profile)}
+    if unknown:
+        raise ValueError(f"unknown profile field(s) {', '.join(sorted(unknown))}")
+    return dataclasses.replace(profile, **overrides)
