@@ -176,7 +176,7 @@ def baseline_edit(pipe, method: str, name: str, seed: int = 0, cache_dir=None,
         raise ValueError(f"unknown baseline {method!r}; valid: {', '.join(BASELINES)}")
     cfg = method_config(method, profile, seed=seed, **dict(esd_overrides or {}))
     return cached_edit(cache_dir, esd.metadata(c["prompt"], cfg),
-                       lambda: esd.erase(pipe, c["prompt"], cfg, progress=False))
+                       lambda: esd.erase(pipe, c["prompt"], cfg, progress=False), pipe=pipe)
 
 
 __all__ = ["BASELINES", "CONCEPTS", "EVALUATION_SETS", "IMAGENETTE", "SD14_CONCEPTS", "SD14_SETS", "TOY_CONCEPTS",

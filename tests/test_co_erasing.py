@@ -52,8 +52,7 @@ def test_batched_targets_equal_per_iteration_targets_and_keep_each_image_with_it
     per-iteration loop computes, row for row (each row with its own image tokens and timestep)."""
     pipe, ip = pipes
     cfg = co_erasing.CoErasingConfig(iterations=5, pool_size=3)
-    frozen, plain = co_erasing._with_edit(ip.unet, {}), co_erasing._with_edit(pipe.unet, {})
-    frozen.encoder_hid_proj = co_erasing._GivenTokens()
+    plain = pipe.unet
     gen = torch.Generator().manual_seed(0)
     pool, grid = co_erasing._xt_pool(pipe, plain, "a nude person", cfg, gen)
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
@@ -62,11 +61,13 @@ def test_batched_targets_equal_per_iteration_targets_and_keep_each_image_with_it
     xs, ts, c_imgs = co_erasing._draws(pipe, pool, grid, tokens, cfg, gen)
     assert xs.shape[0] == ts.shape[0] == c_imgs.shape[0] == 5 and set(ts.tolist()) <= set(grid.tolist())
     args = (cond, null, cfg, "cpu", torch.float32, False)
-    batched = co_erasing._targets(frozen, plain, xs, ts, c_imgs, *args, batch=32)
-    single = co_erasing._targets(frozen, plain, xs, ts, c_imgs, *args, batch=1)
+    with co_erasing._given_tokens(ip.unet) as frozen:
+        batched = co_erasing._targets(frozen, plain, xs, ts, c_imgs, *args, batch=32)
+        single = co_erasing._targets(frozen, plain, xs, ts, c_imgs, *args, batch=1)
+        swapped = co_erasing._targets(frozen, plain, xs, ts, c_imgs.roll(1, 0), *args, batch=32)
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
-    swapped = co_erasing._targets(frozen, plain, xs, ts, c_imgs.roll(1, 0), *args, batch=32)
     assert (swapped - batched).abs().amax() > 1e-4
+    assert type(ip.unet.encoder_hid_proj).__name__ == "MultiIPAdapterImageProjection"  # put back
 
 
 def test_bug_compatible_sampling_walks_the_grid_upward_from_x_T(pipes):
@@ -76,7 +77,7 @@ def test_bug_compatible_sampling_walks_the_grid_upward_from_x_T(pipes):
     pipe, _ = pipes
     steps, T = 10, pipe.scheduler.config.num_train_timesteps
     width = T // steps
-    plain = co_erasing._with_edit(pipe.unet, {})
+    plain = pipe.unet
     base = dict(pool_size=2, ddim_steps=steps, start_guidance=1.0, blur_factor=0, timestep="bin", iterations=40)
     faithful, grid = co_erasing._xt_pool(pipe, plain, "a nude person", co_erasing.CoErasingConfig(**base),
                                          torch.Generator().manual_seed(0))
@@ -138,8 +139,7 @@ def test_text_uncond_false_takes_e_0_from_the_ip_unet_with_the_image_tokens(pipe
     """With eta = 0 the target is e_0 itself: the text-only UNet on the empty prompt (``text_uncond``), or the
     IP-UNet on the empty prompt and the image tokens (``text_uncond=False``); with eta = 1 it is 2 e_0 - e_c."""
     pipe, ip = pipes
-    frozen, plain = co_erasing._with_edit(ip.unet, {}), co_erasing._with_edit(pipe.unet, {})
-    frozen.encoder_hid_proj = co_erasing._GivenTokens()
+    plain = pipe.unet
     gen = torch.Generator().manual_seed(0)
     xs, ts = torch.randn(4, 4, 8, 8, generator=gen), torch.tensor([901, 601, 301, 1])
     cond, null = encode_prompts(pipe, ["a nude person"]).float(), encode_prompts(pipe, [""]).float()
@@ -150,15 +150,15 @@ def test_text_uncond_false_takes_e_0_from_the_ip_unet_with_the_image_tokens(pipe
         cfg = co_erasing.CoErasingConfig(iterations=4, **kw)
         return co_erasing._targets(frozen, plain, xs, ts, c_imgs, cond, null, cfg, "cpu", torch.float32, False)
 
-    with torch.no_grad():
+    with torch.no_grad(), co_erasing._given_tokens(ip.unet) as frozen:
         image = {"image_embeds": [c_imgs]}
         e_0_ip = frozen(xs, ts, encoder_hidden_states=null.expand(4, -1, -1), added_cond_kwargs=image).sample
         e_0_text = plain(xs, ts, encoder_hidden_states=null.expand(4, -1, -1)).sample
         e_c = frozen(xs, ts, encoder_hidden_states=cond.expand(4, -1, -1), added_cond_kwargs=image).sample
-    close = dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(targets(text_uncond=False, negative_guidance=0.0), e_0_ip, **close)
-    torch.testing.assert_close(targets(text_uncond=True, negative_guidance=0.0), e_0_text, **close)
-    torch.testing.assert_close(targets(text_uncond=False, negative_guidance=1.0), 2 * e_0_ip - e_c, **close)
+        close = dict(rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(targets(text_uncond=False, negative_guidance=0.0), e_0_ip, **close)
+        torch.testing.assert_close(targets(text_uncond=True, negative_guidance=0.0), e_0_text, **close)
+        torch.testing.assert_close(targets(text_uncond=False, negative_guidance=1.0), 2 * e_0_ip - e_c, **close)
     assert (e_0_ip - e_0_text).abs().amax() > 1e-3  # the image tokens do change e_0
 
 
@@ -189,6 +189,76 @@ def test_bad_input_raises(pipes):
         co_erasing.erase(pipe, pipe, "a nude person")
     with pytest.raises(ValueError, match="non-empty"):
         co_erasing.erase(pipe, pipes[1], "")
+
+
+# --- issue 10: memory -------------------------------------------------------------------------------------------
+# Fingerprints (erasure_lib.methods.cache.edit_fingerprint) of toy Co-Erasing edits made by the implementation
+# *before* issue 10 (the committed HEAD ac5c352: deep copies of both UNets and an fp32 copy trained), computed by
+# running that code (git archive HEAD, on CPU, one thread) with exactly these configurations, concept
+# "a nude person", pipes = (load_pipeline("toy"), load_ip_adapter(load_pipeline("toy"), "toy")).
+SMALL = dict(pool_size=2, ddim_steps=10)
+TEXT = dict(parameter_set="esd-u", iterations=3, **SMALL)
+BEFORE_ISSUE_10 = {
+    "full": (dict(iterations=4, image_number=2, image_steps=4),
+             "93c5d1ed870918e19ca5fbd681ff4bda7f41f984294d53fc72569e65a36dadff"),
+    "reference flags": (dict(iterations=4, image_number=2, image_steps=4, text_uncond=False, timestep="bin",
+                             bug_compatible_sampling=True),
+                        "d1123a856bd5c4821a590162ea56cba5be3e9fecc2f5cfd64f37ceac9af8c6b9"),
+}
+
+
+def _small(case, **extra):
+    overrides, fingerprint = BEFORE_ISSUE_10[case]
+    return co_erasing.CoErasingConfig(text_stage=esd.ESDConfig(**TEXT), **overrides, **SMALL, **extra), fingerprint
+
+
+@pytest.mark.parametrize("case", list(BEFORE_ISSUE_10))
+def test_toy_edits_are_bit_identical_to_the_implementation_before_issue_10(pipes, case, monkeypatch):
+    """... and no module is deep-copied on the way: ``nn.Module.__deepcopy__`` raises during the run."""
+    from erasure_lib.methods.cache import edit_fingerprint
+    pipe, ip = pipes
+    states = [edit_fingerprint(dict(p.unet.state_dict())) for p in pipes]
+
+    def refuse(self, memo):
+        raise AssertionError(f"Co-Erasing deep-copied a {type(self).__name__}")
+
+    monkeypatch.setattr(torch.nn.Module, "__deepcopy__", refuse, raising=False)
+    cfg, fingerprint = _small(case)
+    assert edit_fingerprint(co_erasing.erase(pipe, ip, "a nude person", cfg, progress=False)) == fingerprint
+    assert [edit_fingerprint(dict(p.unet.state_dict())) for p in pipes] == states  # both as they were
+    assert type(ip.unet.encoder_hid_proj).__name__ == "MultiIPAdapterImageProjection"
+
+
+def test_one_pipeline_with_the_ip_adapter_loaded_gives_the_same_edit(pipes):
+    """``ip_pipe = pipe`` (the IP-Adapter loaded into the plain pipeline: one UNet, text encoder, VAE and image
+    encoder) gives the two-pipeline edit bit for bit; the IP-Adapter is back on afterwards."""
+    from erasure_lib.methods.cache import edit_fingerprint
+    one = load_ip_adapter(load_pipeline("toy"), "toy")
+    processors = {k: type(v).__name__ for k, v in one.unet.attn_processors.items()}
+    state = edit_fingerprint(dict(one.unet.state_dict()))
+    cfg, fingerprint = _small("full")
+    edit = co_erasing.erase(one, one, "a nude person", cfg, progress=False)
+    assert edit_fingerprint(edit) == fingerprint
+    assert {k: type(v).__name__ for k, v in one.unet.attn_processors.items()} == processors
+    assert edit_fingerprint(dict(one.unet.state_dict())) == state
+    assert type(one.unet.encoder_hid_proj).__name__ == "MultiIPAdapterImageProjection"
+    with pytest.raises(ValueError, match="IP-Adapter"):  # a plain pipeline cannot be both
+        co_erasing.erase(pipes[0], pipes[0], "a nude person", cfg, progress=False)
+
+
+def test_stage_2_gradient_checkpointing_gives_the_same_losses(pipes):
+    pipe, ip = pipes
+    text = esd.erase(pipe, "a nude person", esd.ESDConfig(**TEXT), progress=False)
+    logs = {}
+    for on in (False, True):
+        logs[on] = []
+        cfg = co_erasing.CoErasingConfig(iterations=3, image_number=2, image_steps=4, gradient_checkpointing=on,
+                                         **SMALL)
+        co_erasing.erase(pipe, ip, "a nude person", cfg, progress=False, log=logs[on], text_edit=text)
+    assert not ip.unet.is_gradient_checkpointing
+    assert np.abs(np.array([e["loss"] for e in logs[True]]) - [e["loss"] for e in logs[False]]).max() <= 1e-6
+    assert co_erasing.CoErasingConfig.sd14().gradient_checkpointing
+    assert co_erasing.CoErasingConfig.sd14().text_stage.gradient_checkpointing
 
 
 # The default configuration on the toy (measured when written, 10 DDIM steps, 2 seeds per prompt: explicit

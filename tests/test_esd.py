@@ -172,31 +172,197 @@ def test_bin_timesteps_lie_in_the_bin_of_their_ddim_index(pipe):
 
 
 def test_sample_from_chooses_the_unet_that_samples_the_pool(pipe, monkeypatch):
-    """``sample_from="trained"`` samples every (re)fresh of the pool with the copy being trained, so from the
-    second refresh on its x_t differ from the frozen model's; ``"frozen"`` samples once, with ``pipe.unet``."""
+    """``sample_from="trained"`` samples every (re)fresh of the pool with the model being trained (``pipe.unet``
+    with the trained tensors swapped in: no copy), so from the second refresh on its x_t differ from the frozen
+    model's; ``"frozen"`` samples once, with the frozen model."""
     original, calls = esd.trajectory_pool, []
+    names = esd.trainable_parameter_names(pipe.unet, "esd-x")
 
     def recording(pipe_, prompts, seeds, *args, unet=None, **kwargs):
-        traj = original(pipe_, prompts, seeds, *args, unet=unet, **kwargs)
-        by_frozen = original(pipe_, prompts, seeds, *args, **kwargs)  # the same seeds, sampled by pipe.unet
-        calls.append({"unet": unet, "moved": float((traj.latents - by_frozen.latents).abs().max())})
-        return traj
+        params = dict(pipe_.unet.named_parameters())
+        calls.append({"unet": unet, "sampler": pipe_.unet, "values": {n: params[n].detach().clone() for n in names},
+                      "args": (prompts, seeds, *args), "kwargs": kwargs})
+        calls[-1]["traj"] = original(pipe_, prompts, seeds, *args, unet=unet, **kwargs)
+        return calls[-1]["traj"]
 
     monkeypatch.setattr(esd, "trajectory_pool", recording)
     frozen = pipe.unet
+    before = {n: p.detach().clone() for n, p in frozen.named_parameters() if n in names}
     small = dict(parameter_set="esd-x", iterations=3, pool_size=4, ddim_steps=10, lr=1e-3, refresh_every=1)
     edit = esd.erase(pipe, "nude", esd.ESDConfig(sample_from="trained", **small), progress=False)
-    assert pipe.unet is frozen
-    assert len(calls) == 3  # a fresh pool every iteration
-    copy_ = calls[0]["unet"]
-    assert copy_ is not None and copy_ is not frozen and all(c["unet"] is copy_ for c in calls)
-    trained = dict(copy_.named_parameters())  # the sampling UNet is the one that was trained into the edit
-    assert all(torch.equal(trained[n].detach(), edit[n]) for n in edit)
-    assert calls[0]["moved"] < 1e-5  # iteration 0: the copy is still the frozen model
-    assert calls[1]["moved"] > 1e-4 and calls[2]["moved"] > 1e-4, calls
+    assert pipe.unet is frozen and all(torch.equal(p.detach(), before[n]) for n, p in frozen.named_parameters()
+                                       if n in names)
+    assert len(calls) == 3  # a fresh pool every iteration, each sampled by pipe.unet itself (no copy)
+    assert all(c["unet"] is None and c["sampler"] is frozen for c in calls)
+    # iteration 0 samples with the untrained values; later refreshes with the values after 1 and 2 steps
+    assert all(torch.equal(calls[0]["values"][n], before[n]) for n in names)
+    assert all(not torch.equal(c["values"][n], before[n]) for c in calls[1:] for n in names)
+    assert all(not torch.equal(calls[2]["values"][n], edit[n]) for n in names)  # the edit is one step further
+    for k, c in enumerate(calls):  # x_t: the frozen model's at the first refresh, then not
+        by_frozen = original(pipe, *c["args"], **c["kwargs"])
+        moved = float((c["traj"].latents - by_frozen.latents).abs().max())
+        assert (moved < 1e-6) if k == 0 else (moved > 1e-4), (k, moved)
     calls.clear()
     esd.erase(pipe, "nude", esd.ESDConfig(sample_from="frozen", **small), progress=False)
-    assert [c["unet"] for c in calls] == [None]  # one pool, from pipe.unet, never refreshed
+    assert len(calls) == 1 and all(torch.equal(calls[0]["values"][n], before[n]) for n in names)  # once, frozen
+
+
+# --- issue 10: memory -------------------------------------------------------------------------------------------
+# Fingerprints (erasure_lib.methods.cache.edit_fingerprint) of toy edits made by the implementation *before*
+# issue 10 (the committed HEAD ac5c352: a deep copy of the UNet trained in fp32), computed by running that code
+# (git archive HEAD, on CPU, one thread) with exactly these configurations, concept "a nude person". The training
+# code of issue 10 (trained tensors swapped into pipe.unet, no copies) must reproduce them bit for bit.
+SMALL = dict(pool_size=2, ddim_steps=10)
+BEFORE_ISSUE_10 = {
+    "esd-x": (dict(parameter_set="esd-x", iterations=4),
+              "43bd31f43d36fe1b193d22b8b99ff27695d2650478799f0a9e6db34573331bb4"),
+    "esd-u": (dict(parameter_set="esd-u", iterations=4),
+              "9fbd65c4bbfd7930884a4f57f4a0dc9cf40712efc9fbb11cb36904744463949e"),
+    "esd-u-bin-trained": (dict(parameter_set="esd-u", iterations=4, timestep="bin", sample_from="trained",
+                               refresh_every=2),
+                          "767f115fd712b68c6fa56132bb1fbe3ed2899bc1efe630249fbb78af826cf054"),
+}
+
+
+@pytest.mark.parametrize("case", list(BEFORE_ISSUE_10))
+def test_toy_edits_are_bit_identical_to_the_implementation_before_issue_10(pipe, case):
+    from erasure_lib.methods.cache import edit_fingerprint
+    overrides, fingerprint = BEFORE_ISSUE_10[case]
+    before = edit_fingerprint(dict(pipe.unet.state_dict()))
+    edit = esd.erase(pipe, "a nude person", esd.ESDConfig(**overrides, **SMALL), progress=False)
+    assert edit_fingerprint(edit) == fingerprint
+    assert edit_fingerprint(dict(pipe.unet.state_dict())) == before  # and the pipeline is as it was
+
+
+def test_gradient_checkpointing_gives_the_same_losses_and_edit(pipe):
+    cfg = dict(parameter_set="esd-u", iterations=3, **SMALL)
+    logs = {}
+    edits = {}
+    for on in (False, True):
+        logs[on] = []
+        edits[on] = esd.erase(pipe, "a nude person", esd.ESDConfig(gradient_checkpointing=on, **cfg),
+                              progress=False, log=logs[on])
+    assert not pipe.unet.is_gradient_checkpointing  # switched off again
+    losses = {on: np.array([e["loss"] for e in log]) for on, log in logs.items()}
+    assert len(losses[True]) == 3 and np.abs(losses[True] - losses[False]).max() <= 1e-6, losses
+    assert max(float((edits[True][n] - edits[False][n]).abs().max()) for n in edits[True]) <= 1e-6
+
+
+def test_frozen_teacher_is_the_untrained_model_throughout_training(pipe, monkeypatch):
+    """The frozen model is ``pipe.unet`` with its own tensors swapped back in: every time training calls it
+    (the pool, then every iteration with timestep="bin") it gives the untrained pipeline's output on a fixed
+    input, bit for bit, and so does ``pipe.unet`` after training."""
+    from contextlib import contextmanager
+
+    from erasure_lib.loading import load_pipeline
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    c = torch.randn(2, 77, pipe.unet.config.cross_attention_dim, generator=g)
+    t = torch.tensor([901, 301])
+    untrained = load_pipeline("toy", device="cpu").unet  # an independent copy of the base model
+    with torch.no_grad():
+        reference = untrained(x, t, encoder_hidden_states=c).sample
+    seen, original = [], esd.TrainedTensors.frozen
+
+    @contextmanager
+    def watched(self):
+        with original(self):
+            with torch.no_grad():
+                seen.append(self.unet(x, t, encoder_hidden_states=c).sample)
+            yield
+
+    monkeypatch.setattr(esd.TrainedTensors, "frozen", watched)
+    cfg = esd.ESDConfig(parameter_set="esd-u", iterations=3, timestep="bin", lr=1e-3, **SMALL)
+    edit = esd.erase(pipe, "a nude person", cfg, progress=False)
+    assert len(seen) == 1 + 3 and all(torch.equal(s, reference) for s in seen)
+    with torch.no_grad():
+        assert torch.equal(pipe.unet(x, t, encoder_hidden_states=c).sample, reference)
+        with edited(pipe, edit):  # while the trained model is not the frozen one
+            assert (pipe.unet(x, t, encoder_hidden_states=c).sample - reference).abs().max() > 1e-4
+
+
+def test_trained_tensors_swap_without_copying_and_restore_everything(pipe):
+    unet = pipe.unet
+    names = esd.trainable_parameter_names(unet, "esd-x")
+    params = dict(unet.named_parameters())
+    flags = {n: p.requires_grad for n, p in params.items()}
+    with esd.TrainedTensors(unet, names) as trained:
+        inside = dict(unet.named_parameters())
+        assert all(inside[n] is m and m.dtype == torch.float32 and m.requires_grad
+                   for n, m in zip(names, trained.masters, strict=True))
+        assert all(inside[n] is params[n] and not params[n].requires_grad for n in params if n not in names)
+        assert all(m.data_ptr() != params[n].data_ptr() for n, m in zip(names, trained.masters, strict=True))
+        with torch.no_grad():
+            trained.masters[0].add_(1.0)
+        with trained.frozen():
+            assert all(dict(unet.named_parameters())[n] is params[n] for n in names)
+        with trained.sampling():  # fp32 base: the masters themselves, no copy
+            assert all(dict(unet.named_parameters())[n] is m for n, m in zip(names, trained.masters, strict=True))
+        assert torch.equal(trained.values()[names[0]], params[names[0]].detach() + 1.0)
+    after = dict(unet.named_parameters())
+    assert all(after[n] is params[n] for n in params)  # the same Parameter objects, untouched values
+    assert {n: p.requires_grad for n, p in after.items()} == flags
+
+
+def test_an_error_during_training_leaves_the_pipeline_as_it_was(pipe, monkeypatch):
+    from erasure_lib.methods.cache import edit_fingerprint
+    before = edit_fingerprint(dict(pipe.unet.state_dict()))
+    params = dict(pipe.unet.named_parameters())
+    flags = {n: p.requires_grad for n, p in params.items()}
+    original = esd.optimisation_step
+
+    def failing(optimizer, loss, iteration, *args, **kwargs):
+        if iteration == 1:
+            raise FloatingPointError("injected")
+        return original(optimizer, loss, iteration, *args, **kwargs)
+
+    monkeypatch.setattr(esd, "optimisation_step", failing)
+    with pytest.raises(FloatingPointError, match="injected"):
+        esd.erase(pipe, "nude", esd.ESDConfig(parameter_set="esd-u", iterations=3, gradient_checkpointing=True,
+                                              **SMALL), progress=False)
+    assert edit_fingerprint(dict(pipe.unet.state_dict())) == before
+    assert all(p is params[n] for n, p in pipe.unet.named_parameters())
+    assert {n: p.requires_grad for n, p in pipe.unet.named_parameters()} == flags
+    assert not pipe.unet.is_gradient_checkpointing and not pipe.unet.training
+
+
+def test_optimizers(pipe):
+    cfg = dict(parameter_set="esd-x", iterations=2, **SMALL)
+    ada = esd.erase(pipe, "nude", esd.ESDConfig(optimizer="adafactor", **cfg), progress=False)
+    adam = esd.erase(pipe, "nude", esd.ESDConfig(**cfg), progress=False)
+    params = dict(pipe.unet.named_parameters())
+    assert set(ada) == set(adam) and all(not torch.equal(ada[n], params[n].detach()) for n in ada)
+    assert any(not torch.equal(ada[n], adam[n]) for n in ada)
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    assert type(esd.make_optimizer("adafactor", p, 1e-5)).__name__ == "Adafactor"
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="bitsandbytes"):
+            esd.make_optimizer("adam8bit", p, 1e-5)
+    with pytest.raises(ValueError, match="optimizer"):
+        esd.ESDConfig(optimizer="sgd")
+    sd14 = esd.ESDConfig.sd14()
+    assert sd14.gradient_checkpointing and not esd.ESDConfig().gradient_checkpointing
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_base_trains_under_autocast_with_fp32_masters(dtype):
+    """A reduced-precision base (SD v1.4 is fp16 on CUDA; here the toy on the CPU) trains the fp32 masters under
+    autocast: finite losses, an fp32 edit that moved, and the pipeline back as it was (dtype and values)."""
+    from erasure_lib.loading import load_pipeline
+    from erasure_lib.methods.cache import edit_fingerprint
+    low = load_pipeline("toy", device="cpu", dtype=dtype)
+    before = edit_fingerprint(dict(low.unet.state_dict()))
+    log = []
+    edit = esd.erase(low, "a nude person", esd.ESDConfig.sd14("esd-u", iterations=2, refresh_every=1, **SMALL),
+                     progress=False, log=log)
+    assert len(log) == 2 and all(np.isfinite(e["loss"]) for e in log)
+    assert {v.dtype for v in edit.values()} == {torch.float32}
+    params = dict(low.unet.named_parameters())
+    assert all(params[n].dtype == dtype for n in edit)
+    assert sum(not torch.equal(edit[n].to(dtype), params[n].detach()) for n in edit) > len(edit) / 2
+    assert edit_fingerprint(dict(low.unet.state_dict())) == before and low.unet.dtype == dtype
 
 
 def test_ci_sized_esd_erases_nudity_and_keeps_objects(pipe, rates):

@@ -166,3 +166,39 @@ def test_reference_style_file_loads(pipe, tmp_path):
     assert meta == {} and all(torch.equal(loaded[k], edit[k]) for k in edit)
     with pytest.raises(FileNotFoundError):
         load_edit(tmp_path / "missing.safetensors")
+
+
+def test_save_edit_in_the_base_dtype(pipe, tmp_path):
+    """An fp32-trained edit of an fp16 base is stored in fp16 (``dtype=``) and the metadata says so; the fp16
+    file gives the fp16 base exactly the model the fp32 edit gives it. An fp32 base keeps fp32 bit for bit."""
+    from erasure_lib.loading import load_pipeline
+    edit = _random_edit(pipe, scale=0.02)
+    half_path = save_edit(edit, tmp_path / "half.safetensors", {"method": "test", "concept": "x"},
+                          dtype=torch.float16)
+    half, meta = load_edit(half_path)
+    assert meta["dtype"] == "float16" and all(half[k].dtype == torch.float16 for k in half)
+    assert all(torch.equal(half[k], edit[k].half()) for k in edit)
+    assert os.path.getsize(half_path) < 0.6 * os.path.getsize(save_edit(edit, tmp_path / "f.safetensors",
+                                                                        {"method": "test", "concept": "x"}))
+    base = load_pipeline("toy", device="cpu", dtype=torch.float16)
+    with edited(base, edit):
+        from_fp32 = {k: v.detach().clone() for k, v in base.unet.state_dict().items()}
+    with edited(base, half):
+        assert all(torch.equal(v, from_fp32[k]) for k, v in base.unet.state_dict().items())
+    full, meta = load_edit(save_edit(edit, tmp_path / "full.safetensors", {"method": "test", "concept": "x"},
+                                     dtype=torch.float32))
+    assert meta["dtype"] == "float32" and all(torch.equal(full[k], edit[k]) for k in edit)
+    with pytest.raises(TypeError, match="dtype"):
+        save_edit(edit, tmp_path / "bad.safetensors", {"method": "test", "concept": "x"}, dtype=torch.int8)
+
+
+def test_originals_kept_on_another_device_restore_exactly(pipe):
+    state = _state(pipe)
+    edit = _random_edit(pipe)
+    handle = apply_edit(pipe, edit, keep_originals_on="cpu")
+    assert not _same_state(pipe, state)
+    handle.restore()
+    assert _same_state(pipe, state)
+    with edited(pipe, edit, keep_originals_on="cpu"):
+        assert not _same_state(pipe, state)
+    assert _same_state(pipe, state)

@@ -35,6 +35,18 @@ pass, from ``theta_ESD`` (the frozen model; the code samples with the model bein
 frozen model's targets are computed for all of them in batches: the frozen weights never change, so the targets
 are the same, and a training iteration runs only the trained copy (forward + backward).
 
+Memory (issue 10; the computed budget is :mod:`erasure_lib.memory`)
+    Nothing is copied. ``theta_ESD`` is the text-stage edit written *into* ``pipe.unet`` and ``ip_pipe.unet`` in
+    place (:func:`~erasure_lib.methods.edits.edited`, originals kept on the CPU) and restored on return; the
+    trained model is ``ip_pipe.unet`` itself with fp32 masters of the trained tensors swapped in
+    (:class:`.esd.TrainedTensors`), after the targets are computed, when the frozen model's own copies of
+    those tensors wait on the CPU. Training runs under autocast on a reduced-precision base, with
+    ``gradient_checkpointing`` (on in :meth:`CoErasingConfig.sd14`) and ``optimizer`` as in :mod:`.esd`.
+    ``ip_pipe`` may be ``pipe`` itself with the IP-Adapter loaded into it
+    (``load_ip_adapter(pipe, profile)`` loads in place): then the UNet, text encoder and VAE exist once, and
+    the text-only calls (the concept images, the text stage, x_t, e_0) run it with its IP-Adapter switched off
+    (the plain attention processors swapped in for the duration of the call: :func:`_text_only`).
+
 What ``bug_compatible_sampling`` reproduces of the reference's ``denoise_to_text_timestep``, and what not
     Reproduced: the order and the pairing. From ``x_T`` the grid is walked *upward* (lowest timestep first), and
     index ``r`` (0 = the noisiest grid point) gets the latent after ``ddim_steps - r`` steps, i.e. the
@@ -50,9 +62,9 @@ What ``bug_compatible_sampling`` reproduces of the reference's ``denoise_to_text
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -62,7 +74,7 @@ from tqdm.auto import tqdm
 
 from ..sampling import encode_images, encode_prompts, generate, initial_latents, set_steps
 from . import esd
-from .edits import Edit, apply_edit
+from .edits import Edit, edited
 
 VARIANTS = ("text_only", "image_only", "text_image", "full")
 
@@ -97,6 +109,9 @@ class CoErasingConfig:
     bug_compatible_sampling: bool = False  # the code's upward x_t walk (bug 1); only in part: module docstring
     clip_normalisation: bool = True  # False: the code's 0.5/0.5 image normalisation (bug 3)
     seed: int = 0
+    # memory (module docstring, "Memory"; the text stage has its own in text_stage); neither changes the toy numbers
+    gradient_checkpointing: bool = False  # stage 2 (sd14: on)
+    optimizer: str = "adam"         # stage 2: "adam" (the code's), "adafactor" or "adam8bit" (see esd.make_optimizer)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -107,92 +122,114 @@ class CoErasingConfig:
             raise ValueError("blur_factor must be 0 (off) or an odd kernel size >= 3")
         if min(self.iterations, self.ddim_steps, self.image_number, self.pool_size) < 1 or not self.lr > 0:
             raise ValueError("iterations, ddim_steps, image_number, pool_size must be >= 1 and lr > 0")
+        if self.optimizer not in esd.OPTIMIZERS:
+            raise ValueError(f"CoErasingConfig.optimizer={self.optimizer!r}; valid: {', '.join(esd.OPTIMIZERS)}")
 
     @classmethod
     def sd14(cls, **overrides) -> "CoErasingConfig":
-        """The reference code's values for SD v1.4: Adam 1e-5, 50-step images at CFG 7.5, "a photo of ..."."""
+        """The reference code's values for SD v1.4: Adam 1e-5, 50-step images at CFG 7.5, "a photo of ...", with
+        gradient checkpointing in both stages (memory only). For a 16 GB T4 pass ``optimizer="adafactor"`` and
+        ``text_stage=esd.ESDConfig.sd14("esd-u", optimizer="adafactor")`` (:func:`erasure_lib.memory.memory_table`)."""
         return cls(**{**dict(image_steps=50, image_guidance=7.5, image_prompt="a photo of {concept}",
-                             text_stage=esd.ESDConfig.sd14("esd-u")), **overrides})
+                             text_stage=esd.ESDConfig.sd14("esd-u"), gradient_checkpointing=True), **overrides})
 
 
 def erase(pipe, ip_pipe, concept: str, params: CoErasingConfig = CoErasingConfig(), progress: bool = True,
           log: list | None = None, text_edit: Edit | None = None) -> Edit:
-    """Erase ``concept`` (a prompt) with Co-Erasing; returns the edit (the trained UNet values only).
+    """Erase ``concept`` (a prompt) with Co-Erasing; returns the edit (the trained UNet values only, fp32).
 
     ``pipe``: the plain pipeline (generates the concept images, runs the text stage); ``ip_pipe``: the same
-    model with an IP-Adapter loaded (its image encoder and frozen adapter give the image tokens). Neither is
-    modified. ``text_edit``: a finished text stage (an ESD-u edit of ``concept``) to start from instead of
-    training one. ``log`` receives one dict per stage-2 iteration."""
+    model with an IP-Adapter loaded (its image encoder and frozen adapter give the image tokens), or ``pipe``
+    itself with the IP-Adapter loaded into it (one UNet, text encoder and VAE: the smallest footprint). Neither
+    is modified (both are changed in place during the call and restored, also on an error). ``text_edit``: a
+    finished text stage (an ESD-u edit of ``concept``) to start from instead of training one. ``log`` receives
+    one dict per stage-2 iteration."""
     if not isinstance(concept, str) or not concept.strip():
         raise ValueError("give the concept as a non-empty prompt")
     if getattr(ip_pipe, "image_encoder", None) is None or getattr(ip_pipe.unet, "encoder_hid_proj", None) is None:
         raise ValueError("ip_pipe has no IP-Adapter: load one (erasure_lib.loading.load_ip_adapter)")
     gen = torch.Generator().manual_seed(params.seed)
-
-    # stage 0: images of the concept from the original model
-    prompt = (params.image_prompt or "{concept}").format(concept=concept)
-    seeds = torch.randint(0, 2**31 - 1, (params.image_number,), generator=gen).tolist()
-    images = generate(pipe, [prompt] * params.image_number, seeds, steps=params.image_steps,
-                      guidance=params.image_guidance, progress=progress)
-
-    # stage 1: text erasure (ESD-u)
-    if params.variant == "image_only":
-        text_edit = {}
-    elif text_edit is None:
-        text_edit = esd.erase(pipe, concept, params.text_stage, progress=progress)
-    if params.variant == "text_only":
-        return {k: v.clone() for k, v in text_edit.items()}
-
-    # stage 2: text + image
-    plain = _with_edit(pipe.unet, text_edit)            # theta_ESD without adapters: x_t, e_0
-    frozen = _with_edit(ip_pipe.unet, text_edit)        # theta_0 + IP
-    trained = copy.deepcopy(frozen).float().requires_grad_(False)
-    frozen.requires_grad_(False)
-    names = esd.trainable_parameter_names(plain, params.parameter_set)
-    chosen = dict(trained.named_parameters())
-    for n in names:
-        chosen[n].requires_grad_(True)
-    optimizer = esd.adam([chosen[n] for n in names], params.lr)
     device, dtype = pipe.device, pipe.unet.dtype
+    unet = ip_pipe.unet                                  # theta_0 + IP, and the model trained in stage 2
 
-    cond = encode_prompts(pipe, [concept]).float()
-    null = encode_prompts(pipe, [""]).float()
-    tokens = image_tokens(ip_pipe, images, cond if params.variant == "full" else None,
-                          clip_normalisation=params.clip_normalisation).float()
-    text = null if params.variant == "image_only" else cond
-    for unet in (frozen, trained):
-        unet.encoder_hid_proj = _GivenTokens()          # the tokens are passed ready-made
+    with _text_only(pipe.unet):                          # a no-op unless ip_pipe is pipe
+        # stage 0: images of the concept from the original model
+        prompt = (params.image_prompt or "{concept}").format(concept=concept)
+        seeds = torch.randint(0, 2**31 - 1, (params.image_number,), generator=gen).tolist()
+        images = generate(pipe, [prompt] * params.image_number, seeds, steps=params.image_steps,
+                          guidance=params.image_guidance, progress=progress)
 
-    pool, xt_timesteps = _xt_pool(pipe, plain, concept, params, gen)
-    # Every iteration's (x_t, t, c_img) is drawn up front, in the order a per-iteration loop would draw them, so
-    # the frozen model's targets can be computed in batches (no grad; the frozen weights never change).
-    xs, ts, c_imgs = _draws(pipe, pool, xt_timesteps, tokens, params, gen)
-    targets = _targets(frozen, plain, xs, ts, c_imgs, text, null, params, device, dtype, progress)
+        # stage 1: text erasure (ESD-u)
+        if params.variant == "image_only":
+            text_edit = {}
+        elif text_edit is None:
+            text_edit = esd.erase(pipe, concept, params.text_stage, progress=progress)
+        if params.variant == "text_only":
+            return {k: v.clone() for k, v in text_edit.items()}
+        names = esd.trainable_parameter_names(pipe.unet, params.parameter_set)
+        order = [n for n, _ in pipe.unet.named_parameters()]
 
-    bar = tqdm(range(params.iterations), desc=f"Co-Erasing ({params.variant}) {concept}"[:60], disable=not progress)
-    for it in bar:
-        x, t, c_img = xs[it:it + 1].to(device), ts[it:it + 1].to(device), c_imgs[it:it + 1].to(device)
-        pred = trained(x, t, encoder_hidden_states=text.to(device), added_cond_kwargs={"image_embeds": [c_img]}).sample
-        value = esd.optimisation_step(optimizer, F.mse_loss(pred, targets[it:it + 1].to(device)), it, "Co-Erasing")
-        if log is not None:
-            log.append({"iteration": it, "loss": value, "t": int(t)})
-        if it % 25 == 0 or it == params.iterations - 1:
-            bar.set_postfix(loss=f"{value:.4f}")
-    out = set(names) | set(text_edit)
-    return {n: chosen[n].detach().to("cpu").clone().contiguous() for n in sorted(out, key=list(chosen).index)}
+    # stage 2: text + image, from theta_ESD written into both UNets (once if they are one)
+    with contextlib.ExitStack() as stack:
+        for target in {id(u): u for u in (unet, pipe.unet)}.values():
+            stack.enter_context(edited(target, text_edit, keep_originals_on="cpu"))
+        plain = _TextOnlyCall(pipe.unet)                  # theta_ESD without adapters: x_t, e_0
+
+        cond = encode_prompts(pipe, [concept]).float()
+        null = encode_prompts(pipe, [""]).float()
+        tokens = image_tokens(ip_pipe, images, cond if params.variant == "full" else None,
+                              clip_normalisation=params.clip_normalisation).float()
+        text = null if params.variant == "image_only" else cond
+        stack.enter_context(_given_tokens(unet))         # the tokens are passed ready-made
+
+        with _text_only(pipe.unet):
+            pool, xt_timesteps = _xt_pool(pipe, pipe.unet, concept, params, gen)
+        # Every iteration's (x_t, t, c_img) is drawn up front, in the order a per-iteration loop would draw them, so
+        # the frozen model's targets can be computed in batches (no grad; the frozen weights never change).
+        xs, ts, c_imgs = _draws(pipe, pool, xt_timesteps, tokens, params, gen)
+        targets = _targets(unet, plain, xs, ts, c_imgs, text, null, params, device, dtype, progress)
+
+        trained = stack.enter_context(esd.TrainedTensors(unet, names))
+        trained.offload_originals()                      # the frozen model is done: its copies wait on the CPU
+        stack.enter_context(esd.gradient_checkpointing(unet, params.gradient_checkpointing))
+        optimizer = esd.make_optimizer(params.optimizer, trained.masters, params.lr)
+        scaler = esd.grad_scaler(device, dtype)
+        bar = tqdm(range(params.iterations), desc=f"Co-Erasing ({params.variant}) {concept}"[:60],
+                   disable=not progress)
+        for it in bar:
+            x, t, c_img = xs[it:it + 1].to(device), ts[it:it + 1].to(device), c_imgs[it:it + 1].to(device)
+            with esd.autocast(device, dtype):
+                pred = unet(x, t, encoder_hidden_states=text.to(device),
+                            added_cond_kwargs={"image_embeds": [c_img]}).sample
+                loss = F.mse_loss(pred.float(), targets[it:it + 1].to(device))
+            value = esd.optimisation_step(optimizer, loss, it, "Co-Erasing", scaler)
+            if log is not None:
+                log.append({"iteration": it, "loss": value, "t": int(t)})
+            if it % 25 == 0 or it == params.iterations - 1:
+                bar.set_postfix(loss=f"{value:.4f}")
+        out = trained.values()
+        params_now = dict(unet.named_parameters())       # text-stage tensors stage 2 does not train: theta_ESD
+        out.update({n: params_now[n].detach().to("cpu", torch.float32).clone().contiguous()
+                    for n in text_edit if n not in out})
+    return {n: out[n] for n in sorted(out, key=order.index)}
 
 
 # Bumped whenever a change alters the numbers training produces (see esd.IMPLEMENTATION; the metadata records
 # both, as the text stage is ESD's).
 # 2: fused Adam; the frozen model's targets computed in batches of 32 (2026-11-28).
-IMPLEMENTATION = 2
+# 3: reduced-precision bases train with autocast and fp32 masters of the trained tensors, in place, without copies
+#    (issue 10); fp32 bases (the toy) give bit-identical edits to 2.
+IMPLEMENTATION = 3
 
 
-def metadata(concept: str, params: CoErasingConfig = CoErasingConfig()) -> dict:
-    """What :func:`~erasure_lib.methods.save_edit` should record for an edit made by :func:`erase`."""
+def metadata(concept: str, params: CoErasingConfig = CoErasingConfig(), pipe=None) -> dict:
+    """What :func:`~erasure_lib.methods.save_edit` should record for an edit made by :func:`erase`; with ``pipe``
+    also its base model (:func:`~erasure_lib.methods.cache.base_model`)."""
+    from .cache import base_model
     return {"method": "co-erasing", "variant": params.variant, "concept": concept, "hyperparameters": asdict(params),
             "implementation": {"co-erasing": IMPLEMENTATION, "esd": esd.IMPLEMENTATION},
-            "source": "Li et al., ICML 2025 (arXiv 2505.11131); Ferry-Li/Co-Erasing"}
+            "source": "Li et al., ICML 2025 (arXiv 2505.11131); Ferry-Li/Co-Erasing",
+            **(base_model(pipe) if pipe is not None else {})}
 
 
 # --- the image condition ---------------------------------------------------------------------------------------
@@ -239,11 +276,49 @@ def gaussian_blur(x: torch.Tensor, kernel: int) -> torch.Tensor:
 
 # --- helpers -------------------------------------------------------------------------------------------------------
 
-def _with_edit(unet, edit: Edit):
-    """A copy of ``unet`` with ``edit`` written in (checked by :func:`.apply_edit`); ``unet`` is not touched."""
-    out = copy.deepcopy(unet)
-    apply_edit(out, edit)
-    return out.eval()
+@contextlib.contextmanager
+def _given_tokens(unet) -> Iterator[torch.nn.Module]:
+    """``unet`` with its image projection replaced by :class:`_GivenTokens` (the refined tokens are computed
+    outside) inside the block; the projection is put back afterwards."""
+    projection = unet.encoder_hid_proj
+    unet.encoder_hid_proj = _GivenTokens()
+    try:
+        yield unet
+    finally:
+        unet.encoder_hid_proj = projection
+
+
+@contextlib.contextmanager
+def _text_only(unet) -> Iterator[torch.nn.Module]:
+    """``unet`` as a plain text-conditioned UNet inside the block: an IP-Adapter loaded into it is switched off
+    (its cross-attention processors replaced by diffusers' plain ``AttnProcessor2_0``, the one a freshly loaded
+    UNet has, and no image projection) and switched back on afterwards. A no-op for a UNet without one."""
+    if getattr(unet, "encoder_hid_proj", None) is None:
+        yield unet
+        return
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    processors = unet.attn_processors
+    projection = unet.encoder_hid_proj
+    unet.set_attn_processor({name: AttnProcessor2_0() if hasattr(proc, "to_k_ip") else proc
+                             for name, proc in processors.items()})
+    unet.encoder_hid_proj = None
+    try:
+        yield unet
+    finally:
+        unet.set_attn_processor(processors)
+        unet.encoder_hid_proj = projection
+
+
+class _TextOnlyCall:
+    """Calls ``unet`` as a plain text-conditioned UNet (:func:`_text_only`), one call at a time."""
+
+    def __init__(self, unet):
+        self.unet = unet
+
+    def __call__(self, *args, **kwargs):
+        with _text_only(self.unet):
+            return self.unet(*args, **kwargs)
 
 
 def _draws(pipe, pool: torch.Tensor, xt_timesteps: torch.Tensor, tokens: torch.Tensor, params: CoErasingConfig,

@@ -50,14 +50,29 @@ Negative-guidance convention (``ESDConfig.eta_form``; spec esd.md 1)
     ``"uncond_base"`` (paper, legacy, Co-Erasing): ``target = e_0 - eta (e_c - e_0)``, default eta = 1.
     ``"cond_base"`` (``esd_sd.py``): ``target = e_c - eta (e_c - e_0)``, whose default eta = 2 is the same target.
 
+Memory (issue 10: ESD-u and Co-Erasing on a 16 GB T4; the computed budget is :mod:`erasure_lib.memory`)
+    There is one UNet, ``pipe.unet``; no copy of it is made. The trained tensors are swapped *into* it as fp32
+    master copies (:class:`TrainedTensors`), and the frozen model is the same module with its own tensors
+    swapped back in under ``no_grad``: ``frozen weights + fp32 copies of the trained tensors`` instead of two
+    UNets. On a reduced-precision base (the sd14 profile's fp16 on CUDA) the trained forward runs under
+    ``torch.autocast`` in the base dtype with those fp32 masters (fp16: with a gradient scaler), so Adam never
+    sees fp16 weights; an fp32 base (the toy) runs exactly as before, in fp32, without autocast.
+    ``gradient_checkpointing`` (on in :meth:`ESDConfig.sd14`, off on the toy) recomputes the UNet blocks'
+    activations in the backward pass; ``optimizer="adafactor"`` (factored second moments, no first moment) or
+    ``"adam8bit"`` (bitsandbytes) shrink the optimizer states, which are Adam's largest item (2 fp32 per trained
+    parameter). Gradients are freed right after each step, so sampling the pool does not hold them, and
+    ``sample_batch_size`` bounds the rows of one sampling call (the sd14 preset samples 8 trajectories at a time).
+
 The frozen model is ``pipe.unet`` as it is on entry (so ESD can follow another edit); the pipeline is not
-modified. The result is an edit: the trained values of the selected parameters only.
+modified (its tensors are swapped during training and restored when ``erase`` returns or raises). The result is
+an edit: the trained values of the selected parameters only (fp32).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -67,6 +82,7 @@ from ..sampling import Trajectory, denoise, encode_prompts, initial_latents, set
 from .edits import Edit
 
 PARAMETER_SETS = ("esd-x", "esd-x-strict", "esd-u", "esd-u-ldm", "esd-u-diffusers", "full")
+OPTIMIZERS = ("adam", "adafactor", "adam8bit")
 
 # *toy* learning rates per parameter set (Adam, 1000 iterations, batch 1), measured on the toy zoo
 # (benchmarks and chapter 00). Cross-attention only (ESD-x): 1e-3, erasing at CFG 5 with other objects >= 0.96.
@@ -112,6 +128,10 @@ class ESDConfig:
     sample_from: str = "frozen"    # "frozen" (esd_sd.py) or "trained" (train-esd.py: the model being trained)
     refresh_every: int = 100       # with sample_from="trained": regenerate the pool every this many iterations
     seed: int = 0
+    # memory (module docstring, "Memory"); none changes the toy numbers at its default
+    gradient_checkpointing: bool = False  # recompute the UNet blocks in the backward (sd14: on; toy: off, it is small)
+    optimizer: str = "adam"        # "adam" (the reference), "adafactor" (fixed lr) or "adam8bit" (bitsandbytes)
+    sample_batch_size: int = 64    # trajectories per batched sampling call of the pool (x2 UNet rows with CFG; sd14: 8)
 
     def __post_init__(self):
         checks = {
@@ -119,12 +139,15 @@ class ESDConfig:
             "eta_form": (self.eta_form in ("uncond_base", "cond_base"), ("uncond_base", "cond_base")),
             "timestep": (self.timestep in ("grid", "bin"), ("grid", "bin")),
             "sample_from": (self.sample_from in ("frozen", "trained"), ("frozen", "trained")),
+            "optimizer": (self.optimizer in OPTIMIZERS, OPTIMIZERS),
         }
         for field, (ok, valid) in checks.items():
             if not ok:
                 raise ValueError(f"ESDConfig.{field}={getattr(self, field)!r}; valid: {', '.join(valid)}")
-        if min(self.iterations, self.ddim_steps, self.batch_size, self.pool_size, self.refresh_every) < 1:
-            raise ValueError("iterations, ddim_steps, batch_size, pool_size and refresh_every must be >= 1")
+        if min(self.iterations, self.ddim_steps, self.batch_size, self.pool_size, self.refresh_every,
+               self.sample_batch_size) < 1:
+            raise ValueError("iterations, ddim_steps, batch_size, pool_size, refresh_every and sample_batch_size "
+                             "must be >= 1")
         if self.lr is None:  # frozen dataclass: resolve the parameter set's toy default once, here
             object.__setattr__(self, "lr", TOY_LR[self.parameter_set])
         if not self.lr > 0:
@@ -133,8 +156,12 @@ class ESDConfig:
     @classmethod
     def sd14(cls, parameter_set: str = "esd-u", **overrides) -> "ESDConfig":
         """The paper-faithful preset for SD v1.4 (spec esd.md 9.4): 1000 iterations, Adam lr 1e-5, eta 1, batch 1,
-        50-step DDIM with CFG 3, x_t from the model being trained at a timestep drawn in the index's bin."""
-        return cls(**{**dict(parameter_set=parameter_set, lr=1e-5, timestep="bin", sample_from="trained"), **overrides})
+        50-step DDIM with CFG 3, x_t from the model being trained at a timestep drawn in the index's bin; with
+        gradient checkpointing and the pool sampled 8 trajectories at a time (memory only: 64 at once, 128 UNet
+        rows with CFG, would need 4 GB more than a training iteration). For ESD-u on a 16 GB T4 pass
+        ``optimizer="adafactor"`` too (:func:`erasure_lib.memory.memory_table`)."""
+        return cls(**{**dict(parameter_set=parameter_set, lr=1e-5, timestep="bin", sample_from="trained",
+                             gradient_checkpointing=True, sample_batch_size=8), **overrides})
 
     @classmethod
     def fast(cls, parameter_set: str = "esd-x", **overrides) -> "ESDConfig":
@@ -153,55 +180,55 @@ def erase(pipe, concept: str | Sequence[str], params: ESDConfig = ESDConfig(), p
     concepts = [concept] if isinstance(concept, str) else list(concept)
     if not concepts or any(not isinstance(c, str) or not c.strip() for c in concepts):
         raise ValueError("give a non-empty concept prompt (or a list of them)")
-    frozen = pipe.unet
-    names = trainable_parameter_names(frozen, params.parameter_set)
-    trained = copy.deepcopy(frozen)
-    if trained.dtype != torch.float32:  # train in fp32 whatever the pipeline's dtype (Adam on fp16 underflows)
-        trained = trained.to(torch.float32)
-    trained.requires_grad_(False)
-    chosen = dict(trained.named_parameters())
-    trainable = [chosen[n] for n in names]
-    for p in trainable:
-        p.requires_grad_(True)
-    optimizer = adam(trainable, params.lr)
+    unet = pipe.unet
+    names = trainable_parameter_names(unet, params.parameter_set)
     gen = torch.Generator().manual_seed(params.seed)
-    device, dtype = pipe.device, frozen.dtype
+    device, dtype = pipe.device, unet.dtype  # the base dtype, read before fp32 masters are swapped in
 
     cond = encode_prompts(pipe, concepts).float()   # (k, 77, d)
     null = encode_prompts(pipe, [""]).float()       # (1, 77, d)
     timesteps = set_steps(pipe, params.ddim_steps).cpu()
     width = pipe.scheduler.config.num_train_timesteps // params.ddim_steps
+    recorded = params.timestep == "grid" and params.sample_from == "frozen"  # e_c, e_0 come from the pool
 
     pool = prompt_ids = None
     bar = tqdm(range(params.iterations), desc=f"ESD {params.parameter_set} {'; '.join(concepts)}"[:60],
                disable=not progress)
-    trained.train()
-    for it in bar:
-        if pool is None or (params.sample_from == "trained" and it % params.refresh_every == 0):
-            pool, prompt_ids = _pool(pipe, concepts, params, gen, trained if params.sample_from == "trained" else None)
-        i = torch.randint(len(prompt_ids), (params.batch_size,), generator=gen)
-        r = torch.randint(params.ddim_steps, (params.batch_size,), generator=gen)
-        x = pool.latents[i, r].to(device)
-        c = cond[prompt_ids[i]]
-        if params.timestep == "grid" and params.sample_from == "frozen" and pool.noise_uncond is not None:
-            t = timesteps[r]
-            e_c, e_0 = pool.noise_cond[i, r], pool.noise_uncond[i, r]  # the frozen model's, recorded at (x, t)
-        else:
-            lo = pipe.scheduler.config.num_train_timesteps - width * (r + 1)
-            t = timesteps[r] if params.timestep == "grid" else lo + torch.randint(width, (len(r),), generator=gen)
-            with torch.no_grad():
-                e_c, e_0 = frozen(torch.cat([x, x]).to(dtype), torch.cat([t, t]).to(device),
-                                  encoder_hidden_states=torch.cat([c, null.expand(len(x), -1, -1)]).to(dtype)
-                                  ).sample.chunk(2)
-        e_c, e_0 = e_c.to(device=device, dtype=torch.float32), e_0.to(device=device, dtype=torch.float32)
-        target = negative_guidance_target(e_c, e_0, params.negative_guidance, params.eta_form)
-        pred = trained(x, t.to(device), encoder_hidden_states=c).sample
-        value = optimisation_step(optimizer, torch.nn.functional.mse_loss(pred.float(), target), it, "ESD")
-        if log is not None:
-            log.append({"iteration": it, "loss": value, "t": [int(v) for v in t], "index": [int(v) for v in r]})
-        if it % 25 == 0 or it == params.iterations - 1:
-            bar.set_postfix(loss=f"{value:.4f}")
-    return {n: chosen[n].detach().to("cpu").clone().contiguous() for n in names}
+    with TrainedTensors(unet, names) as trained, gradient_checkpointing(unet, params.gradient_checkpointing):
+        optimizer = make_optimizer(params.optimizer, trained.masters, params.lr)
+        scaler = grad_scaler(device, dtype)
+        for it in bar:
+            if pool is None or (params.sample_from == "trained" and it % params.refresh_every == 0):
+                with trained.sampling() if params.sample_from == "trained" else trained.frozen():
+                    pool, prompt_ids = _pool(pipe, concepts, params, gen)
+                if recorded and pool.noise_uncond is not None:
+                    trained.offload_originals()  # the frozen model is not called again: its tensors wait on the CPU
+            i = torch.randint(len(prompt_ids), (params.batch_size,), generator=gen)
+            r = torch.randint(params.ddim_steps, (params.batch_size,), generator=gen)
+            x = pool.latents[i, r].to(device)
+            c = cond[prompt_ids[i]]
+            if recorded and pool.noise_uncond is not None:
+                t = timesteps[r]
+                e_c, e_0 = pool.noise_cond[i, r], pool.noise_uncond[i, r]  # the frozen model's, recorded at (x, t)
+            else:
+                lo = pipe.scheduler.config.num_train_timesteps - width * (r + 1)
+                t = timesteps[r] if params.timestep == "grid" else lo + torch.randint(width, (len(r),), generator=gen)
+                with torch.no_grad(), trained.frozen():
+                    e_c, e_0 = unet(torch.cat([x, x]).to(dtype), torch.cat([t, t]).to(device),
+                                    encoder_hidden_states=torch.cat([c, null.expand(len(x), -1, -1)]).to(dtype)
+                                    ).sample.chunk(2)
+            e_c, e_0 = e_c.to(device=device, dtype=torch.float32), e_0.to(device=device, dtype=torch.float32)
+            target = negative_guidance_target(e_c, e_0, params.negative_guidance, params.eta_form)
+            unet.train()
+            with autocast(device, dtype):
+                pred = unet(x, t.to(device), encoder_hidden_states=c).sample
+                loss = torch.nn.functional.mse_loss(pred.float(), target)
+            value = optimisation_step(optimizer, loss, it, "ESD", scaler)
+            if log is not None:
+                log.append({"iteration": it, "loss": value, "t": [int(v) for v in t], "index": [int(v) for v in r]})
+            if it % 25 == 0 or it == params.iterations - 1:
+                bar.set_postfix(loss=f"{value:.4f}")
+        return trained.values()
 
 
 def negative_guidance_target(e_c: torch.Tensor, e_0: torch.Tensor, eta: float, form: str = "uncond_base"
@@ -226,11 +253,63 @@ def adam(parameters, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
 
 
-def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str) -> float:
-    """One optimiser step on ``loss``; returns its value, and stops with a clear error when it is not finite."""
+def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
+    """The optimiser ``name`` (:data:`OPTIMIZERS`) over ``parameters`` at the fixed learning rate ``lr``.
+
+    * ``"adam"``: :func:`adam` (the reference's Adam; 2 fp32 states per parameter);
+    * ``"adafactor"``: ``transformers.optimization.Adafactor`` with a fixed ``lr`` (no relative step, no
+      parameter scaling, no first moment). The second moment is stored factored, as its means over the last
+      two dimensions: a matrix keeps a row and a column vector, while a 3x3 conv kernel still keeps 2/3 of a
+      full moment. So SD v1.4's ESD-x states shrink from 0.35 GB to 0.45 MB, and ESD-u's, 72% conv, from
+      6.5 GB to 1.8 GB;
+    * ``"adam8bit"``: ``bitsandbytes.optim.Adam8bit`` (block-quantised states, 2 bytes per parameter; CUDA)."""
+    parameters = list(parameters)
+    if name == "adam":
+        return adam(parameters, lr)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+        return Adafactor(parameters, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    if name == "adam8bit":
+        try:
+            import bitsandbytes
+        except ImportError:
+            raise ImportError("optimizer='adam8bit' needs the bitsandbytes package (pip install bitsandbytes; "
+                              "CUDA only); or use optimizer='adafactor', which needs nothing more") from None
+        return bitsandbytes.optim.Adam8bit(parameters, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def grad_scaler(device, dtype) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 autocast (fp16 activation gradients underflow without one); None otherwise."""
+    if dtype != torch.float16:
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
+
+
+def autocast(device, dtype):
+    """``torch.autocast`` in the base dtype when it is a reduced precision (fp16, bf16); a no-op for fp32, so the
+    toy profile's numbers do not depend on it. Without autocast's weight cache: it would hold an fp16 copy of
+    every fp32 master until the forward ends (1.5 GB for SD v1.4's ESD-u), also under gradient checkpointing,
+    and each UNet weight is used once per forward, so the cache saves no cast."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype, cache_enabled=False)
+
+
+def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str,
+                      scaler: torch.amp.GradScaler | None = None) -> float:
+    """One optimiser step on ``loss`` (through ``scaler`` if given); returns its value, and stops with a clear
+    error when it is not finite. The gradients are freed after the step (they are not needed until the next
+    backward, and sampling or a frozen-model call in between should not hold them)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
     value = float(loss.detach())
     if not math.isfinite(value):
         raise FloatingPointError(f"{method} loss became {value} at iteration {iteration}: lower the learning rate")
@@ -240,15 +319,120 @@ def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str
 # Bumped whenever a change alters the numbers training produces (not the hyper-parameters, which the metadata
 # records anyway): edits cached under an older implementation are then retrained, not reused.
 # 2: fused Adam (2026-11-28).
-IMPLEMENTATION = 2
+# 3: reduced-precision bases train with autocast and fp32 masters of the trained tensors only, not an fp32 copy of
+#    the whole UNet (issue 10); fp32 bases (the toy) give bit-identical edits to 2.
+IMPLEMENTATION = 3
 
 
-def metadata(concept, params: ESDConfig = ESDConfig()) -> dict:
-    """What :func:`~erasure_lib.methods.save_edit` should record for an edit made by :func:`erase`."""
+def metadata(concept, params: ESDConfig = ESDConfig(), pipe=None) -> dict:
+    """What :func:`~erasure_lib.methods.save_edit` should record for an edit made by :func:`erase`; with ``pipe``
+    also the base model it is trained on (:func:`~erasure_lib.methods.cache.base_model`), so two base models
+    never share a cache key."""
+    from .cache import base_model
     concepts = [concept] if isinstance(concept, str) else list(concept)
     return {"method": "esd", "variant": params.parameter_set, "concept": "; ".join(concepts), "concepts": concepts,
             "hyperparameters": asdict(params), "implementation": IMPLEMENTATION,
-            "source": "Gandikota et al., ICCV 2023 (arXiv 2303.07345); rohitgandikota/erasing"}
+            "source": "Gandikota et al., ICCV 2023 (arXiv 2303.07345); rohitgandikota/erasing",
+            **(base_model(pipe) if pipe is not None else {})}
+
+
+# --- training inside the frozen UNet -------------------------------------------------------------------------
+
+class TrainedTensors:
+    """Train some parameters of ``unet`` *in* it, without a second copy of the UNet.
+
+    On entering, each named parameter is replaced in its module by an fp32 master copy (``masters``, the
+    parameters to optimise; the only tensors duplicated), every other parameter is frozen
+    (``requires_grad=False``), and the module's own tensors (``originals``) are kept aside, untouched. Inside:
+
+    * the UNet computes the *trained* model (the masters); under ``torch.autocast`` when the base is fp16;
+    * :meth:`frozen` swaps the originals back in for a block: the frozen model, the same module;
+    * :meth:`sampling` swaps in the masters cast to the base dtype (no copy on an fp32 base): the trained model
+      as a plain base-dtype UNet, for the pipeline's sampling code;
+    * :meth:`offload_originals` moves the originals to the CPU when the frozen model is not needed any more.
+
+    On leaving (also on an error) the originals, their devices, every ``requires_grad`` flag and the
+    train/eval mode are put back: the UNet is bit-for-bit what it was. Swapping replaces entries of
+    ``module._parameters`` (no data is copied), so it costs microseconds per call."""
+
+    def __init__(self, unet: torch.nn.Module, names: Sequence[str]):
+        self.unet, self.names = unet, list(names)
+        modules = dict(unet.named_modules())
+        self._slots = [(modules[n.rpartition(".")[0]], n.rpartition(".")[2]) for n in self.names]
+        self.originals = [module._parameters[leaf] for module, leaf in self._slots]
+        self.masters: list[torch.nn.Parameter] = []
+        self._devices = [p.device for p in self.originals]
+        self._flags: dict[torch.nn.Parameter, bool] = {}
+
+    def __enter__(self) -> "TrainedTensors":
+        self._flags = {p: p.requires_grad for p in self.unet.parameters()}
+        self._training = self.unet.training
+        self.unet.requires_grad_(False)
+        self.masters = [torch.nn.Parameter(p.detach().to(torch.float32, copy=True)) for p in self.originals]
+        self._put(self.masters)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._put(self.originals)
+        with torch.no_grad():
+            for p, device in zip(self.originals, self._devices, strict=True):
+                if p.device != device:
+                    p.data = p.data.to(device)
+        for p, flag in self._flags.items():
+            p.requires_grad_(flag)
+        self.unet.train(self._training)
+        self.masters = []
+        return False
+
+    def _put(self, tensors) -> None:
+        for (module, leaf), tensor in zip(self._slots, tensors, strict=True):
+            module._parameters[leaf] = tensor
+
+    @contextlib.contextmanager
+    def _holding(self, tensors) -> Iterator[None]:
+        training = self.unet.training
+        self._put(tensors)
+        self.unet.eval()
+        try:
+            yield
+        finally:
+            self._put(self.masters)
+            self.unet.train(training)
+
+    def frozen(self):
+        """``with trained.frozen(): ...``: the UNet is the frozen model (its own tensors) inside the block."""
+        if any(p.device != d for p, d in zip(self.originals, self._devices, strict=True)):
+            raise RuntimeError("the frozen model's tensors were offloaded: offload_originals() came too early")
+        return self._holding(self.originals)
+
+    def sampling(self):
+        """``with trained.sampling(): ...``: the UNet is the trained model in the base dtype inside the block."""
+        return self._holding([torch.nn.Parameter(m.detach().to(p.dtype), requires_grad=False)
+                              if m.dtype != p.dtype else m for m, p in zip(self.masters, self.originals, strict=True)])
+
+    @torch.no_grad()
+    def offload_originals(self, device="cpu") -> None:
+        """Move the frozen model's trained tensors to ``device`` until the UNet is restored (a no-op on the CPU)."""
+        for p in self.originals:
+            if p.device != torch.device(device):
+                p.data = p.data.to(device)
+
+    def values(self) -> Edit:
+        """The trained tensors now, as an edit (fp32 CPU copies, in ``names`` order)."""
+        return {n: m.detach().to("cpu").clone().contiguous() for n, m in zip(self.names, self.masters, strict=True)}
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(unet, enable: bool) -> Iterator[None]:
+    """Gradient checkpointing of ``unet``'s blocks inside the block if ``enable`` (then put back as it was)."""
+    before = bool(getattr(unet, "is_gradient_checkpointing", False))
+    if enable and not before:
+        unet.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if enable and not before:
+            unet.disable_gradient_checkpointing()
 
 
 # --- parameter sets ------------------------------------------------------------------------------------------
@@ -285,34 +469,37 @@ def trainable_parameter_names(unet, parameter_set: str) -> list[str]:
 # --- x_t pool ------------------------------------------------------------------------------------------------
 
 def trajectory_pool(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50, guidance: float = 3.0,
-                    unet=None) -> Trajectory:
+                    unet=None, batch_size: int = 64) -> Trajectory:
     """One full ``steps``-step DDIM trajectory per (prompt, seed) with CFG ``guidance``, recorded (batched).
 
     ``trajectory.latents[k, r]`` equals ``latents_at(pipe, [prompts[k]], [seeds[k]], r, steps, guidance)[0]``,
     and ``trajectory.noise_cond/noise_uncond[k, r]`` are the sampling UNet's predictions at that latent and
     ``timesteps[r]``. ``unet``: sample with this UNet instead of ``pipe.unet`` (the legacy code samples with the
-    model being trained)."""
+    model being trained; an fp32 ``unet`` of a reduced-precision pipeline is copied in the pipeline's dtype).
+    ``batch_size``: trajectories per batched call (on the CPU the result does not depend on it)."""
     original = pipe.unet
     was_training = unet.training if unet is not None else None
     try:
         if unet is not None:  # sample in the pipeline's dtype (the trained copy is fp32)
             pipe.unet = unet.eval() if unet.dtype == original.dtype else copy.deepcopy(unet).to(original.dtype).eval()
         return denoise(pipe, list(prompts), initial_latents(pipe, seeds), steps=steps, guidance=guidance,
-                       record=True, batch_size=64)
+                       record=True, batch_size=batch_size)
     finally:
         pipe.unet = original
         if unet is not None and was_training:
             unet.train()
 
 
-def _pool(pipe, concepts, params: ESDConfig, gen: torch.Generator, unet=None):
-    """``params.pool_size`` recorded trajectories, prompts round-robin over ``concepts``, seeds from ``gen``."""
+def _pool(pipe, concepts, params: ESDConfig, gen: torch.Generator):
+    """``params.pool_size`` recorded trajectories of ``pipe.unet`` as it is (the frozen or the trained model, see
+    :class:`TrainedTensors`), prompts round-robin over ``concepts``, seeds from ``gen``."""
     seeds = torch.randint(0, 2**31 - 1, (params.pool_size,), generator=gen).tolist()
     prompt_ids = torch.arange(params.pool_size) % len(concepts)
     traj = trajectory_pool(pipe, [concepts[int(k)] for k in prompt_ids], seeds, params.ddim_steps,
-                           params.start_guidance, unet=unet)
+                           params.start_guidance, batch_size=params.sample_batch_size)
     return traj, prompt_ids
 
 
-__all__ = ["ESDConfig", "IMPLEMENTATION", "PARAMETER_SETS", "TOY_LR", "adam", "erase", "metadata",
+__all__ = ["ESDConfig", "IMPLEMENTATION", "OPTIMIZERS", "PARAMETER_SETS", "TOY_LR", "TrainedTensors", "adam",
+           "autocast", "erase", "grad_scaler", "gradient_checkpointing", "make_optimizer", "metadata",
            "negative_guidance_target", "optimisation_step", "trainable_parameter_names", "trajectory_pool"]

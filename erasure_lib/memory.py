@@ -1,0 +1,535 @@
+"""How much GPU memory ESD and Co-Erasing training need on Stable Diffusion v1.4: *computed*, not measured.
+
+Issue 10 asks whether ESD-u and Co-Erasing fit a free-Colab 16 GB T4. This module answers with a budget computed
+from the models' exact shapes. Every number is a byte count; nothing here runs on, or needs, a GPU.
+
+What is counted (:func:`training_memory`)
+    * **Weights kept on the GPU.** The frozen UNet, in the base dtype: fp16 with autocast, fp32 without. Training
+      swaps the trained tensors inside it (:class:`erasure_lib.methods.esd.TrainedTensors`), so the frozen model
+      is this same module and there is no second UNet. The text encoder and VAE of every pipeline. For
+      Co-Erasing, also the IP-Adapter (its ``to_k_ip``/``to_v_ip`` and image projection) and its OpenCLIP
+      ViT-H/14 image encoder. Two pipelines (``pipelines="two"``, how chapter 10 loads them) hold two UNets,
+      two text encoders and two VAEs. ``"one"`` is ``ip_pipe = pipe`` with the IP-Adapter loaded into it.
+    * **Trained tensors.** fp32 master copies, their fp32 gradients, and the optimizer states:
+      - Adam: 2 fp32 per parameter.
+      - Adafactor (no first moment): the second moment factored over the last two dimensions. A matrix keeps
+        a row and a column vector; a 3x3 conv kernel keeps 2/3 of a full moment; a vector keeps a full one.
+      - Adam8bit: 2 bytes per parameter plus fp32 block scales, for tensors of at least 4096 elements
+        (bitsandbytes' rule). Smaller tensors keep fp32 states.
+    * **Activations of one training iteration**, at SD's size: batch per the config, latent 4x64x64, text states
+      77x768, plus the IP-Adapter's 4 image tokens for Co-Erasing's stage 2. They are counted, not guessed. The
+      real SD v1.4 UNet is built on the ``meta`` device, which gives shapes and dtypes but no data, so it is
+      cheap. One forward and backward of it run under a dispatch mode that records every tensor it creates and
+      follows each storage with a weak reference. *Activations* are the bytes alive when the forward ends: what
+      autograd saved for the backward, plus the inputs that gradient checkpointing keeps. Without
+      checkpointing this equals what ``torch.autograd.graph.saved_tensors_hooks`` see (deduplicated by
+      storage; ``tests/test_memory.py``). The *training-step peak* is the maximum alive during the forward and
+      backward: activations, their gradients, parameter gradients, and the recomputed blocks under
+      checkpointing.
+    * **Sampling and frozen-model calls** (no grad). Examples: ESD's pool of ``x_t`` from the trained model,
+      Co-Erasing's concept images with their VAE decode, and the batched targets. Each is one phase, counted
+      the same way. The peak is the largest phase.
+
+Two things a meta-device forward does not do as CUDA does are emulated, and say so:
+    * ``scaled_dot_product_attention`` runs as PyTorch's memory-efficient kernel. That is what a T4 gets; flash
+      attention needs sm80. The kernel saves ``q, k, v``, the output and the log-sum-exp, not the 4096x4096
+      attention matrix.
+    * With autocast, CUDA autocast's casts are applied by hand, for the ops the UNet uses:
+      - fp16 for ``linear``, ``conv`` and attention;
+      - fp32 for ``group_norm``, ``layer_norm`` and ``mse_loss``;
+      - the widest input dtype for ``cat``.
+      There is no weight cache, as in training (:func:`erasure_lib.methods.esd.autocast` turns it off).
+
+Not counted: the CUDA context (about 0.3 to 0.5 GB, outside PyTorch's allocator), allocator fragmentation,
+cuDNN/cuBLAS workspaces, and everything that stays on the CPU (the recorded ``x_t`` pool, the targets). Hence
+the margin :data:`RESERVE`: a method *fits* a card of :data:`GPUS` when its total leaves that much free.
+
+:func:`validate_on_toy` compares the same estimator with a *measured* peak on the CPU. The toy zoo trains in
+fp32 there, and the peak comes from torch's profiler allocation timeline.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves, tree_map
+
+# CompVis/stable-diffusion-v1-4, unet/config.json (the keys that differ from diffusers' defaults)
+SD14_UNET_CONFIG = {
+    "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False, "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+SD14_UNET_PARAMETERS = 859_520_964
+# text_encoder/config.json (openai/clip-vit-large-patch14's text tower): 123,060,480 parameters
+SD14_TEXT_ENCODER_CONFIG = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
+                            "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77,
+                            "hidden_act": "quick_gelu", "projection_dim": 768}
+# vae/config.json: 83,653,863 parameters
+SD14_VAE_CONFIG = {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
+                   "up_block_types": ["UpDecoderBlock2D"] * 4, "block_out_channels": [128, 256, 512, 512],
+                   "layers_per_block": 2, "act_fn": "silu", "latent_channels": 4, "norm_num_groups": 32,
+                   "sample_size": 512}
+# h94/IP-Adapter models/image_encoder/config.json (OpenCLIP ViT-H/14, what Co-Erasing uses): 632,076,800 parameters
+IP_ADAPTER_IMAGE_ENCODER_CONFIG = {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 16,
+                                   "num_hidden_layers": 32, "patch_size": 14, "image_size": 224,
+                                   "projection_dim": 1024, "hidden_act": "gelu", "layer_norm_eps": 1e-05}
+IP_ADAPTER_TOKENS = 4  # ip-adapter_sd15: 4 image tokens from a Linear(1024 -> 4 x 768) + LayerNorm(768)
+
+GIB = 1024 ** 3
+# What torch.cuda.get_device_properties(0).total_memory reports (approximately) on the two Colab cards
+GPUS = {"T4 16 GB": 15_835_660_288, "A100 40 GB": 42_481_811_456}
+RESERVE = 1 * GIB  # CUDA context, cuDNN/cuBLAS workspaces, allocator fragmentation (not counted above)
+
+METHODS = ("ESD-x", "ESD-u", "Co-Erasing")
+_FP16, _FP32 = torch.float16, torch.float32
+
+
+def _bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+# --- the models, on the meta device --------------------------------------------------------------------------------
+
+def meta_unet(unet_config: Mapping = SD14_UNET_CONFIG, ip_tokens: int = 0):
+    """The UNet of ``unet_config`` on the meta device (shapes, no data); with ``ip_tokens`` > 0, with IP-Adapter
+    processors on every ``attn2`` and the image tokens passed ready-made (as Co-Erasing's stage 2 passes them)."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**{k: v for k, v in dict(unet_config).items() if not k.startswith("_")})
+        if ip_tokens:
+            from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+            from .methods.co_erasing import _GivenTokens
+            processors = {}
+            for name, proc in unet.attn_processors.items():
+                if ".attn2." in f".{name}":
+                    attn = unet.get_submodule(name.removesuffix(".processor"))
+                    proc = IPAdapterAttnProcessor2_0(attn.to_k.out_features, attn.to_k.in_features,
+                                                     num_tokens=(ip_tokens,), scale=1.0)
+                processors[name] = proc
+            unet.set_attn_processor(processors)
+            unet.encoder_hid_proj = _GivenTokens()
+            unet.register_to_config(encoder_hid_dim_type="ip_image_proj")
+    return unet
+
+
+@functools.lru_cache(maxsize=None)
+def _component_parameters() -> dict[str, int]:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with torch.device("meta"):
+        models = {"text_encoder": CLIPTextModel(CLIPTextConfig(**SD14_TEXT_ENCODER_CONFIG)),
+                  "vae": AutoencoderKL(**SD14_VAE_CONFIG),
+                  "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**IP_ADAPTER_IMAGE_ENCODER_CONFIG))}
+    return {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
+
+
+def sd14_component_parameters() -> dict[str, int]:
+    """Parameter counts of SD v1.4's text encoder and VAE and of the IP-Adapter's image encoder, exact (built on
+    the meta device from their configs)."""
+    return dict(_component_parameters())
+
+
+def ip_adapter_parameters(unet_config: Mapping = SD14_UNET_CONFIG, tokens: int = IP_ADAPTER_TOKENS,
+                          image_embed_dim: int = 1024) -> int:
+    """Parameters of an ``ip-adapter_sd15``-style adapter: ``to_k_ip``/``to_v_ip`` (no bias) on every ``attn2``
+    plus the image projection ``Linear(image_embed_dim -> tokens x d) + LayerNorm(d)``."""
+    unet = meta_unet(unet_config)
+    d = unet.config.cross_attention_dim
+    kv = sum(2 * m.to_k.in_features * m.to_k.out_features for n, m in unet.named_modules() if n.endswith("attn2"))
+    return kv + image_embed_dim * tokens * d + tokens * d + 2 * d
+
+
+def parameter_counts(parameter_set: str, unet_config: Mapping = SD14_UNET_CONFIG) -> dict:
+    """``{"unet": all, "trained": the set's, "shapes": [shape of every trained tensor]}`` of the UNet of
+    ``unet_config``, the trained set chosen by :func:`erasure_lib.methods.esd.trainable_parameter_names`."""
+    from .methods.esd import trainable_parameter_names
+
+    unet = meta_unet(unet_config)
+    params = dict(unet.named_parameters())
+    names = trainable_parameter_names(unet, parameter_set)
+    return {"unet": sum(p.numel() for p in params.values()), "trained": sum(params[n].numel() for n in names),
+            "shapes": [tuple(params[n].shape) for n in names]}
+
+
+def optimizer_state_bytes(optimizer: str, shapes) -> int:
+    """Bytes of the optimizer states of fp32 parameters of these shapes (see the module docstring)."""
+    total = 0
+    for shape in shapes:
+        n = math.prod(shape)
+        if optimizer == "adam":
+            total += 8 * n                                   # exp_avg, exp_avg_sq
+        elif optimizer == "adafactor":                       # exp_avg_sq_row / _col (beta1=None: no exp_avg)
+            total += 4 * (math.prod(shape[:-1]) + math.prod(shape[:-2]) * shape[-1]) if len(shape) >= 2 else 4 * n
+        elif optimizer == "adam8bit":                        # uint8 states + fp32 absmax per 256-element block
+            total += 2 * n + 8 * math.ceil(n / 256) if n >= 4096 else 8 * n
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}")
+    return total
+
+
+# --- counting tensors on the meta device ---------------------------------------------------------------------
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the storages created inside the mode: alive now (``live``) and at most (``peak``). ``existing``:
+    tensors made before (the model's weights, the inputs), whose storages views inside must not count."""
+
+    def __init__(self, existing=()):
+        super().__init__()
+        self._refs: dict[int, tuple] = {}
+        self._existing = {t.untyped_storage()._cdata: t for t in existing}  # held: their keys stay theirs
+        self.live = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for key in [k for k, (ref, _) in self._refs.items() if ref.expired()]:
+            self.live -= self._refs.pop(key)[1]
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage._cdata
+                if key not in self._refs and key not in self._existing:
+                    from torch.multiprocessing.reductions import StorageWeakRef
+                    self._refs[key] = (StorageWeakRef(storage), storage.nbytes())
+                    self.live += storage.nbytes()
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def _cast(dtype, args, kwargs):
+    cast = lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
+    return tree_map(cast, args), tree_map(cast, kwargs)
+
+
+@contextlib.contextmanager
+def _as_on_cuda(autocast: bool):
+    """What the UNet's ops do on a CUDA GPU, on the meta device, inside the block: attention by the
+    memory-efficient SDPA kernel and (``autocast``) CUDA autocast's fp16 / fp32 casts (module docstring).
+
+    The functions are replaced in ``torch.nn.functional`` (and ``torch.cat``) for the duration of the block,
+    not intercepted by a ``TorchFunctionMode``: gradient checkpointing recomputes blocks inside the backward,
+    where a mode's handler would have popped the mode. Single-threaded use only."""
+    originals = {name: getattr(F, name) for name in ("linear", "conv1d", "conv2d", "group_norm", "layer_norm",
+                                                       "mse_loss", "scaled_dot_product_attention")}
+    cat = torch.cat
+
+    def cast_to(dtype, fn):
+        def wrapped(*args, **kwargs):
+            return fn(*_cast(dtype, args, kwargs)[0], **_cast(dtype, args, kwargs)[1])
+        return wrapped
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        if attn_mask is not None or dropout_p or is_causal or kwargs:
+            return originals["scaled_dot_product_attention"](query, key, value, attn_mask, dropout_p, is_causal,
+                                                             scale=scale, **kwargs)
+        if autocast:
+            query, key, value = (x.to(_FP16) for x in (query, key, value))
+        grad = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
+        return torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, None, grad, scale=scale)[0]
+
+    def promoted_cat(tensors, *args, **kwargs):
+        dtypes = {x.dtype for x in tensors if isinstance(x, torch.Tensor) and x.is_floating_point()}
+        if len(dtypes) > 1:
+            tensors = [x.to(_FP32) if x.is_floating_point() else x for x in tensors]
+        return cat(tensors, *args, **kwargs)
+
+    patches = {"scaled_dot_product_attention": sdpa}
+    if autocast:
+        patches.update({name: cast_to(_FP16, originals[name]) for name in ("linear", "conv1d", "conv2d")})
+        patches.update({name: cast_to(_FP32, originals[name]) for name in ("group_norm", "layer_norm", "mse_loss")})
+    try:
+        for name, fn in patches.items():
+            setattr(F, name, fn)
+        if autocast:
+            torch.cat = promoted_cat
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(F, name, fn)
+        torch.cat = cat
+
+
+def _inputs(unet, batch: int, text_tokens: int, ip_tokens: int):
+    cfg = unet.config
+    size = cfg.sample_size
+    x = torch.empty(batch, cfg.in_channels, size, size, device="meta")
+    t = torch.full((batch,), 500, dtype=torch.long, device="meta")
+    c = torch.empty(batch, text_tokens, cfg.cross_attention_dim, device="meta")
+    extra = {}
+    if ip_tokens:
+        extra["added_cond_kwargs"] = {"image_embeds": [torch.empty(batch, ip_tokens, cfg.cross_attention_dim,
+                                                                   device="meta")]}
+    return x, t, c, extra
+
+
+@functools.lru_cache(maxsize=None)
+def _training_step(config_json: str, parameter_set: str, batch: int, autocast: bool, checkpointing: bool,
+                   ip_tokens: int, text_tokens: int) -> dict:
+    """Activations (alive when the forward ends), the step's peak (forward + backward) and, without
+    checkpointing, the bytes saved by autograd (saved-tensor hooks, deduplicated by storage) of one training
+    iteration of the trained set, as :func:`erasure_lib.methods.esd.erase` runs it."""
+    from .methods.esd import TrainedTensors, trainable_parameter_names
+
+    unet_config = json.loads(config_json)
+    names = trainable_parameter_names(meta_unet(unet_config), parameter_set)
+    unet = meta_unet(unet_config, ip_tokens).to(_FP16 if autocast else _FP32)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    saved: dict[int, int] = {}
+
+    def pack(x):  # storages autograd saves that the forward made (not the weights it also saves)
+        s = x.untyped_storage()
+        if s._cdata not in live._existing:
+            saved[s._cdata] = s.nbytes()
+        return x
+
+    with TrainedTensors(unet, names):
+        x, t, c, extra = _inputs(unet, batch, text_tokens, ip_tokens)
+        target = torch.empty(batch, unet.config.out_channels, *x.shape[2:], device="meta")
+        live = _LiveBytes([*unet.parameters(), *unet.buffers(), x, t, c, target, *tree_leaves(extra)])
+        with _as_on_cuda(autocast), live:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+                pred = unet(x, t, encoder_hidden_states=c, **extra).sample
+                loss = F.mse_loss(pred.float(), target)
+            activations = live.live
+            loss.backward()
+    return {"activations": activations, "step_peak": live.peak,
+            "saved_by_autograd": None if checkpointing else sum(saved.values())}
+
+
+@functools.lru_cache(maxsize=None)
+def _unet_inference(config_json: str, rows: int, fp16: bool, ip_tokens: int, text_tokens: int) -> int:
+    """Peak bytes of one no-grad UNet call on ``rows`` rows (sampling, frozen-model targets)."""
+    unet = meta_unet(json.loads(config_json), ip_tokens).to(_FP16 if fp16 else _FP32).eval()
+    dtype = _FP16 if fp16 else _FP32
+    x, t, c, extra = _inputs(unet, rows, text_tokens, ip_tokens)
+    extra = tree_map(lambda v: v.to(dtype) if isinstance(v, torch.Tensor) else v, extra)
+    x, c = x.to(dtype), c.to(dtype)
+    live = _LiveBytes([*unet.parameters(), *unet.buffers(), x, t, c, *tree_leaves(extra)])
+    with torch.no_grad(), _as_on_cuda(False), live:
+        unet(x, t, encoder_hidden_states=c, **extra)
+    return live.peak
+
+
+@functools.lru_cache(maxsize=None)
+def _vae_decode(vae_json: str, latent: int, images: int, fp16: bool) -> int:
+    """Peak bytes of decoding ``images`` latents of ``latent`` x ``latent`` with the VAE, no grad."""
+    from diffusers import AutoencoderKL
+
+    dtype = _FP16 if fp16 else _FP32
+    with torch.device("meta"):
+        vae = AutoencoderKL(**{k: v for k, v in json.loads(vae_json).items() if not k.startswith("_")}).to(dtype).eval()
+    z = torch.empty(images, vae.config.latent_channels, latent, latent, device="meta", dtype=dtype)
+    live = _LiveBytes([*vae.parameters(), *vae.buffers(), z])
+    with torch.no_grad(), _as_on_cuda(False), live:
+        vae.decode(z)
+    return live.peak
+
+
+# --- the budget ----------------------------------------------------------------------------------------------------
+
+def _config(method: str, config):
+    from .methods import co_erasing, esd
+
+    defaults = {"ESD-x": lambda: esd.ESDConfig.sd14("esd-x"), "ESD-u": lambda: esd.ESDConfig.sd14("esd-u"),
+                "Co-Erasing": co_erasing.CoErasingConfig.sd14}
+    if method not in defaults:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    config = defaults[method]() if config is None else config
+    kind = co_erasing.CoErasingConfig if method == "Co-Erasing" else esd.ESDConfig
+    if not isinstance(config, kind):
+        raise TypeError(f"{method} takes a {kind.__name__}, got {type(config).__name__}")
+    return config
+
+
+def training_memory(method: str, config=None, unet_config: Mapping = SD14_UNET_CONFIG, *, autocast: bool = True,
+                    gradient_checkpointing: bool | None = None, optimizer: str | None = None,
+                    pipelines: str = "two", components: Mapping[str, int] | None = None,
+                    vae_config: Mapping | None = SD14_VAE_CONFIG, text_tokens: int = 77) -> dict:
+    """The computed (not measured) peak GPU memory of training ``method`` (``"ESD-x"``, ``"ESD-u"``,
+    ``"Co-Erasing"``) with ``config`` (default: the method's ``.sd14()`` preset) on the UNet of ``unet_config``
+    (default: SD v1.4's), as byte counts (module docstring).
+
+    ``autocast``: an fp16 base trained under autocast with fp32 masters of the trained tensors (the sd14
+    profile on CUDA). False means an fp32 pipeline, where everything is fp32. ``gradient_checkpointing`` and
+    ``optimizer`` override the config's values. ``pipelines`` applies to Co-Erasing only: ``"two"``
+    (``pipe`` and ``ip_pipe`` loaded separately) or ``"one"`` (``ip_pipe is pipe``). ``components``: parameter
+    counts of ``text_encoder``, ``vae`` and ``image_encoder`` (default: SD v1.4's and the IP-Adapter's);
+    ``vae_config``: the VAE whose decoding of Co-Erasing's concept images is a phase (None: not counted).
+
+    Returns ``computed: True``, the settings, ``unet_parameters``, ``trained_parameters`` and these byte counts:
+    ``frozen_weights``, ``trained_master_weights``, ``gradients``, ``optimizer_states``, ``activations`` (at the
+    setting) and ``activations_with_checkpointing`` / ``activations_without_checkpointing``,
+    ``training_step_peak`` (activations + gradients + transients of one iteration, at the setting),
+    ``text_encoder``, ``vae``, ``image_encoder``, ``ip_adapter``, ``phases`` (the total of each phase) and
+    ``total`` (the largest phase)."""
+    from .methods import co_erasing
+
+    config = _config(method, config)
+    co = isinstance(config, co_erasing.CoErasingConfig)
+    if pipelines not in ("one", "two"):
+        raise ValueError("pipelines must be 'one' or 'two'")
+    stage = config.text_stage if co else config      # the ESD run (Co-Erasing: its text stage)
+    ckpt = config.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
+    opt = config.optimizer if optimizer is None else optimizer
+    stage_ckpt = stage.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
+    stage_opt = stage.optimizer if optimizer is None else optimizer
+    w = 2 if autocast else 4                           # bytes per frozen weight
+    cfg_json = json.dumps(dict(unet_config), sort_keys=True)
+    comp = sd14_component_parameters() if components is None else dict(components)
+    unet_config = json.loads(cfg_json)
+
+    def run(parameter_set, batch, opt_, ip_tokens=0):  # parameter counts, one step (checkpointing off / on), states
+        counts = parameter_counts(parameter_set, unet_config)
+        steps = {c: _training_step(cfg_json, parameter_set, batch, autocast, c, ip_tokens, text_tokens)
+                 for c in (False, True)}
+        return counts, steps, optimizer_state_bytes(opt_, counts["shapes"])
+
+    counts, steps, states = run(stage.parameter_set, stage.batch_size, stage_opt)
+    n_unet, n_trained = counts["unet"], counts["trained"]
+    masters = 4 * n_trained
+    text_encoder, vae = w * comp.get("text_encoder", 0), w * comp.get("vae", 0)
+    image_encoder = w * comp.get("image_encoder", 0) if co else 0
+    ip_adapter = w * ip_adapter_parameters(unet_config) if co else 0
+    copies = 2 if co and pipelines == "two" else 1     # UNets, text encoders, VAEs on the GPU
+    residents = copies * (w * n_unet + text_encoder + vae) + image_encoder + ip_adapter
+    phases = {}
+
+    # an ESD run: training iterations, the pool of x_t, the frozen model's per-iteration calls
+    recorded = stage.timestep == "grid" and stage.sample_from == "frozen" and stage.start_guidance != 1.0
+    persistent = residents + masters + states - (w * n_trained if recorded else 0)  # recorded: originals offloaded
+    rows = min(stage.pool_size, stage.sample_batch_size) * (1 if stage.start_guidance == 1.0 else 2)
+    sampling_copy = w * n_trained if (stage.sample_from == "trained" and autocast) else 0
+    prefix = "text stage: " if co else ""
+    phases[prefix + "training iteration"] = persistent + steps[stage_ckpt]["step_peak"]
+    phases[prefix + "x_t pool"] = residents + masters + states + sampling_copy + _unet_inference(
+        cfg_json, rows, autocast, 0, text_tokens)
+    if not recorded:
+        phases[prefix + "frozen-model call"] = persistent + _unet_inference(cfg_json, 2 * stage.batch_size, autocast,
+                                                                            0, text_tokens)
+    out_steps, out_states = steps, states
+    if co:
+        # stage 0: the concept images (generate: batches of 32 with CFG, VAE-decoded 8 at a time)
+        gen_rows = 32 * (2 if config.image_guidance > 1 else 1)
+        decode = 0 if vae_config is None else _vae_decode(json.dumps(dict(vae_config), sort_keys=True, default=str),
+                                                          unet_config["sample_size"], 8, autocast)
+        phases["concept images"] = residents + max(_unet_inference(cfg_json, gen_rows, autocast, 0, text_tokens),
+                                                   decode)
+        # stage 2: theta_ESD in place (originals on the CPU); targets in batches of 32; then training, with the
+        # frozen model's copies of the trained tensors on the CPU
+        counts2, steps2, states2 = run(config.parameter_set, 1, opt, IP_ADAPTER_TOKENS)  # batch 1 (the code's)
+        n2 = counts2["trained"]
+        phases["stage 2 x_t pool and targets"] = residents + max(
+            _unet_inference(cfg_json, config.pool_size * (1 if config.start_guidance == 1.0 else 2), autocast, 0,
+                            text_tokens),
+            _unet_inference(cfg_json, 32, autocast, IP_ADAPTER_TOKENS, text_tokens))
+        phases["stage 2 training iteration"] = residents - w * n2 + 4 * n2 + states2 + steps2[ckpt]["step_peak"]
+        n_trained, masters, out_steps, out_states = n2, 4 * n2, steps2, states2
+    setting = ckpt if co else stage_ckpt
+    return {
+        "computed": True, "method": method, "optimizer": opt if co else stage_opt,
+        "gradient_checkpointing": setting, "autocast": autocast, "pipelines": pipelines if co else "one",
+        "unet_parameters": n_unet, "trained_parameters": n_trained,
+        "frozen_weights": copies * w * n_unet + ip_adapter, "trained_master_weights": masters,
+        "gradients": 4 * n_trained, "optimizer_states": out_states,
+        "activations": out_steps[setting]["activations"],
+        "activations_without_checkpointing": out_steps[False]["activations"],
+        "activations_with_checkpointing": out_steps[True]["activations"],
+        "training_step_peak": out_steps[setting]["step_peak"],
+        "text_encoder": copies * text_encoder, "vae": copies * vae, "image_encoder": image_encoder,
+        "ip_adapter": ip_adapter, "phases": phases, "total": max(phases.values()),
+    }
+
+
+def fits(total: int, gpu: str, reserve: int = RESERVE) -> bool:
+    """Whether ``total`` bytes leave ``reserve`` free on ``gpu`` (a key of :data:`GPUS`)."""
+    return total + reserve <= GPUS[gpu]
+
+
+def memory_table(optimizers=("adam", "adafactor", "adam8bit"), pipelines=("two", "one"),
+                 unet_config: Mapping = SD14_UNET_CONFIG):
+    """One row per method (ESD-x, ESD-u, Co-Erasing at their ``.sd14()`` configs; Co-Erasing once per
+    ``pipelines`` value), optimizer, gradient checkpointing (on / off) and autocast (fp16 + autocast / all fp32):
+    the computed peak in GiB, its main parts, and whether it fits a T4 16 GB and an A100 40 GB
+    (:func:`fits`). Computed, not measured (module docstring); the first call takes about a minute."""
+    import pandas as pd
+
+    rows = []
+    for method in METHODS:
+        for pipes in (pipelines if method == "Co-Erasing" else ("one",)):
+            for opt in optimizers:
+                for autocast in (True, False):
+                    for ckpt in (True, False):
+                        m = training_memory(method, unet_config=unet_config, autocast=autocast,
+                                            gradient_checkpointing=ckpt, optimizer=opt, pipelines=pipes)
+                        rows.append({
+                            "method": method + (f" ({pipes} pipeline{'s' if pipes == 'two' else ''})"
+                                                if method == "Co-Erasing" else ""),
+                            "optimizer": opt, "gradient checkpointing": ckpt,
+                            "precision": "fp16 + autocast" if autocast else "fp32",
+                            "total GiB": m["total"] / GIB,
+                            "weights GiB": (m["frozen_weights"] + m["text_encoder"] + m["vae"]
+                                            + m["image_encoder"]) / GIB,
+                            "trained (master + grad + states) GiB": (m["trained_master_weights"] + m["gradients"]
+                                                                    + m["optimizer_states"]) / GIB,
+                            "activations GiB": m["activations"] / GIB,
+                            **{f"{gpu} fits?": fits(m["total"], gpu) for gpu in GPUS}})
+    table = pd.DataFrame(rows)
+    table.attrs["note"] = ("computed, not measured: erasure_lib.memory (exact parameter counts, activations counted "
+                           f"on the meta device); fits = total + {RESERVE / GIB:.0f} GiB reserve <= the card")
+    return table
+
+
+# --- the estimator against a measurement (toy, CPU) ------------------------------------------------------------
+
+def _profiled_peak(fn) -> int:
+    """Peak bytes allocated on the CPU while ``fn()`` runs, above what was allocated before (torch's profiler
+    allocation timeline: each op's own allocations, then every free, in time order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+def validate_on_toy(pipe=None, parameter_set: str = "esd-u", batch_size: int = 1, iterations: int = 3) -> dict:
+    """The estimator against a measurement, on the toy zoo (fp32, CPU): the peak that ``esd.erase`` allocates
+    above the loaded pipeline, measured with torch's profiler, against what :func:`training_memory` computes
+    for the same run on the toy UNet without the weights already loaded (masters, optimizer states, the
+    largest phase above them). Returns both and ``ratio = computed / measured``."""
+    from .loading import load_pipeline
+    from .methods import esd
+
+    pipe = load_pipeline("toy", device="cpu") if pipe is None else pipe
+    config = esd.ESDConfig(parameter_set=parameter_set, iterations=iterations, batch_size=batch_size, pool_size=8,
+                           ddim_steps=10, timestep="bin", sample_from="trained", refresh_every=iterations)
+    measured = _profiled_peak(lambda: esd.erase(pipe, "a nude person", config, progress=False))
+    m = training_memory("ESD-u" if parameter_set.startswith("esd-u") else "ESD-x", config,
+                        unet_config=dict(pipe.unet.config), autocast=False, components={},
+                        text_tokens=pipe.tokenizer.model_max_length)
+    computed = m["total"] - m["frozen_weights"]
+    return {"parameter_set": parameter_set, "batch_size": batch_size, "computed": computed, "measured": measured,
+            "ratio": computed / measured, "estimate": m}
+
+
+__all__ = ["GPUS", "IP_ADAPTER_IMAGE_ENCODER_CONFIG", "METHODS", "RESERVE", "SD14_TEXT_ENCODER_CONFIG",
+           "SD14_UNET_CONFIG", "SD14_UNET_PARAMETERS", "SD14_VAE_CONFIG", "fits", "ip_adapter_parameters",
+           "memory_table", "meta_unet", "optimizer_state_bytes", "parameter_counts", "sd14_component_parameters",
+           "training_memory", "validate_on_toy"]
