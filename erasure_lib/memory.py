@@ -100,6 +100,11 @@ def _bytes(dtype: torch.dtype) -> int:
 
 # --- the models, on the meta device --------------------------------------------------------------------------------
 
+def _module_to(module, dtype):
+    """``nn.Module.to(dtype)`` itself: diffusers' override warns about fp32-kept modules on every cast (it has none here)."""
+    return torch.nn.Module.to(module, dtype)
+
+
 def meta_unet(unet_config: Mapping = SD14_UNET_CONFIG, ip_tokens: int = 0):
     """The UNet of ``unet_config`` on the meta device (shapes, no data); with ``ip_tokens`` > 0, with IP-Adapter
     processors on every ``attn2`` and the image tokens passed ready-made (as Co-Erasing's stage 2 passes them)."""
@@ -284,7 +289,7 @@ def _training_step(config_json: str, parameter_set: str, batch: int, autocast: b
 
     unet_config = json.loads(config_json)
     names = trainable_parameter_names(meta_unet(unet_config), parameter_set)
-    unet = meta_unet(unet_config, ip_tokens).to(_FP16 if autocast else _FP32)
+    unet = _module_to(meta_unet(unet_config, ip_tokens), _FP16 if autocast else _FP32)
     if checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
@@ -313,7 +318,7 @@ def _training_step(config_json: str, parameter_set: str, batch: int, autocast: b
 @functools.lru_cache(maxsize=None)
 def _unet_inference(config_json: str, rows: int, fp16: bool, ip_tokens: int, text_tokens: int) -> int:
     """Peak bytes of one no-grad UNet call on ``rows`` rows (sampling, frozen-model targets)."""
-    unet = meta_unet(json.loads(config_json), ip_tokens).to(_FP16 if fp16 else _FP32).eval()
+    unet = _module_to(meta_unet(json.loads(config_json), ip_tokens), _FP16 if fp16 else _FP32).eval()
     dtype = _FP16 if fp16 else _FP32
     x, t, c, extra = _inputs(unet, rows, text_tokens, ip_tokens)
     extra = tree_map(lambda v: v.to(dtype) if isinstance(v, torch.Tensor) else v, extra)
@@ -331,7 +336,8 @@ def _vae_decode(vae_json: str, latent: int, images: int, fp16: bool) -> int:
 
     dtype = _FP16 if fp16 else _FP32
     with torch.device("meta"):
-        vae = AutoencoderKL(**{k: v for k, v in json.loads(vae_json).items() if not k.startswith("_")}).to(dtype).eval()
+        config = {k: v for k, v in json.loads(vae_json).items() if not k.startswith("_")}
+        vae = _module_to(AutoencoderKL(**config), dtype).eval()
     z = torch.empty(images, vae.config.latent_channels, latent, latent, device="meta", dtype=dtype)
     live = _LiveBytes([*vae.parameters(), *vae.buffers(), z])
     with torch.no_grad(), _as_on_cuda(False), live:
