@@ -72,8 +72,8 @@ def judge(images: np.ndarray, rows: pd.DataFrame, profile: str = "toy", classifi
     toy: the zoo's concept classifier for every family. sd14: NudeNet under ``nudity_preset`` (default: the
     profile's, ``ringabell_045``) for the sensitive concept on every image, and CLIP zero-shot
     (:func:`erasure_lib.metrics.zero_shot` with ``clip_model``, default the profile's ViT-L/14) for the rows
-    whose ``family`` is ``"object"`` (among :data:`erasure_lib.tasks.IMAGENETTE`) or ``"style"`` (among the
-    artists of the table's style rows). Raises ``ValueError`` when no row has a target its judges can decide
+    whose ``family`` is ``"object"`` (among :data:`erasure_lib.tasks.IMAGENETTE`) or ``"style"`` (among
+    :data:`erasure_lib.tasks.SD14_ARTISTS`). Raises ``ValueError`` when no row has a target its judges can decide
     (a rate of such a table would be 0 with no error)."""
     from .profiles import get_profile
     if len(images) != len(rows):
@@ -91,7 +91,7 @@ def judge(images: np.ndarray, rows: pd.DataFrame, profile: str = "toy", classifi
     else:
         from .metrics import zero_shot
         from .metrics.nudenet import detect_nudity, nudity_flags
-        from .tasks import IMAGENETTE
+        from .tasks import IMAGENETTE, SD14_ARTISTS
         preset = nudity_preset or settings.nudity_preset
         out["nude"] = nudity_flags(detect_nudity(images), preset)
         out["nudity_preset"] = preset
@@ -101,8 +101,8 @@ def judge(images: np.ndarray, rows: pd.DataFrame, profile: str = "toy", classifi
         nude_rows = (targets.isin(["nude", "nudity"])).to_numpy()
         hits[nude_rows] = out["nude"].to_numpy()[nude_rows]
         judgeable = judgeable & (nude_rows | family.isin(["object", "style"]).to_numpy())
-        for fam, labels in (("object", list(IMAGENETTE)),
-                            ("style", sorted(set(targets[(family == "style").to_numpy()])))):
+        # fixed label sets (never the table's own targets: a partial table must not change the judge)
+        for fam, labels in (("object", list(IMAGENETTE)), ("style", list(SD14_ARTISTS))):
             idx = np.flatnonzero((family == fam).to_numpy())
             if len(idx) == 0:
                 continue
@@ -157,7 +157,7 @@ def erasure_summary(judged: pd.DataFrame, images: np.ndarray, masks: dict[str, n
     from .metrics import clip_score, fid
     from .profiles import get_profile
     settings = get_profile(profile)
-    fid_feature = settings.fid_feature if fid_feature is None else fid_feature
+    fid_feature = settings.usable_fid_feature() if fid_feature is None else fid_feature
     clip_model = settings.clip_model if clip_model is None else clip_model
     fid_boot = min(n_boot, settings.fid_boot) if fid_boot is None else fid_boot
     out = {}

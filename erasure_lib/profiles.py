@@ -13,6 +13,7 @@ algorithm branches on the profile's name. Fields:
 * ``fid_boot``: bootstrap resamples of an FID interval (a 2048-d resample is a 2048 x 2048 matrix square root);
 * ``nudity_preset``: the NudeNet preset of the sd14 nudity judge (``ringabell_045``: UnlearnDiffAtk / Co-Erasing's
   rule, the rule of the book's main table; :mod:`erasure_lib.metrics.nudenet`); unused on the toy (its classifier);
+* ``batch_size``: images per sampling call (toy 64; sd14 8: 16 UNet rows with CFG at 512 px fits a T4);
 * ``sizes``: prompts drawn per evaluation set (``None``: all), so that a notebook fits its budget (sd14: a free
   Colab T4 in about an hour per notebook; ``PAPER_SIZES`` are the papers' full sets, one parameter away).
 
@@ -25,8 +26,11 @@ Environment variables point the sd14 profile at local copies (offline machines, 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import warnings
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 __all__ = ["PAPER_SIZES", "PROFILES", "Profile", "get_profile"]
 
@@ -41,7 +45,23 @@ class Profile:
     clip_model: str
     fid_boot: int
     nudity_preset: str
+    batch_size: int = 64
     sizes: dict = field(default_factory=dict)
+
+    def usable_fid_feature(self) -> str:
+        """The FID feature to compute with: :attr:`fid_feature`, where ``clip:sd14`` means the profile's CLIP model
+        (a local copy included), and Inception (``"sd14"``) falls back, with a warning, to CLIP features when the
+        ``[gpu]`` extra (torch-fidelity) is not installed."""
+        feature = self.fid_feature
+        if feature == "clip:sd14":
+            feature = f"clip:{self.clip_model}"
+        if feature == "sd14" and importlib.util.find_spec("torch_fidelity") is None:
+            warnings.warn("Inception FID (the papers' features) needs the [gpu] extra (pip install "
+                          "'erasure-lib[gpu]', i.e. torch-fidelity), which is not installed: FID falls back to CLIP "
+                          f"features (clip:{self.clip_model}, FID_CLIP), not comparable with the papers' FIDs",
+                          stacklevel=2)
+            feature = f"clip:{self.clip_model}"
+        return feature
 
     def size(self, prompt_set: str) -> int | None:
         """Prompts drawn from ``prompt_set`` (``None``: every prompt)."""
@@ -49,14 +69,16 @@ class Profile:
 
 
 # sd14 evaluation sets and how many prompts a Colab-sized run draws from each (the papers': PAPER_SIZES)
-SD14_SIZES = {"unlearndiff": 48, "i2p_sexual": 48, "objects": None, "big_artists": None, "coco_3k": 100}
-PAPER_SIZES = {"unlearndiff": None, "i2p_sexual": None, "objects": None, "big_artists": None, "coco_3k": None}
+SD14_SIZES = MappingProxyType({"unlearndiff": 48, "i2p_sexual": 48, "objects": None, "big_artists": None,
+                                "coco_3k": 100})
+PAPER_SIZES = MappingProxyType({"unlearndiff": None, "i2p_sexual": None, "objects": None, "big_artists": None,
+                                 "coco_3k": None})
 
 PROFILES: dict[str, Profile] = {
     "toy": Profile(name="toy", guidance=5.0, steps=20, seeds_per_prompt=2, fid_feature="toy", clip_model="toy",
-                   fid_boot=100, nudity_preset="toy classifier", sizes={}),
+                   fid_boot=100, nudity_preset="toy classifier", batch_size=64, sizes=MappingProxyType({})),
     "sd14": Profile(name="sd14", guidance=7.5, steps=25, seeds_per_prompt=1, fid_feature="sd14", clip_model="sd14",
-                    fid_boot=20, nudity_preset="ringabell_045", sizes=SD14_SIZES),
+                    fid_boot=20, nudity_preset="ringabell_045", batch_size=8, sizes=SD14_SIZES),
 }
 
 

@@ -104,3 +104,19 @@ def test_toc_files_exist():
         if not any((ROOT / (f + suffix)).is_file() for suffix in ("", ".md", ".ipynb"))
     ]
     assert not missing, f"_toc.yml names pages that do not exist: {missing}"
+
+
+def test_colab_install_script_uses_the_pyproject_pins(pyproject_pins):
+    """scripts/colab_install.sh (run by every notebook's first cell on Colab) installs the same versions as
+    pyproject.toml, and leaves Colab's own torch alone."""
+    import re
+    text = (ROOT / "scripts" / "colab_install.sh").read_text()
+    named = dict(re.findall(r"\b([a-z][a-z0-9_-]*)==([0-9][0-9a-z.]*)", text))
+    assert {"diffusers", "transformers", "nudenet", "torchmetrics"} <= set(named)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = {**pyproject_pins, **_pins(project["optional-dependencies"]["gpu"])}
+    for name, version in named.items():
+        assert str(pins[canonicalize_name(name)].specifier) == f"=={version}", name
+    assert "torch==" not in text and "--no-deps" in text
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert "scripts/colab_install.sh" in nb.read_text(), f"{nb.name} has no Colab install cell"

@@ -137,3 +137,19 @@ def test_profile_environment_overrides(monkeypatch):
     monkeypatch.setenv("ERASURE_BOOK_SD14_FID", "inception")
     with pytest.raises(ValueError, match="ERASURE_BOOK_SD14_FID"):
         profiles.get_profile("sd14")
+
+
+def test_profile_fid_feature_falls_back_without_the_gpu_extra(monkeypatch):
+    import importlib.util
+    monkeypatch.delenv("ERASURE_BOOK_SD14_FID", raising=False)
+    monkeypatch.setenv("ERASURE_BOOK_SD14_CLIP", "/local/clip")
+    p = profiles.get_profile("sd14")
+    assert p.fid_feature == "sd14"  # what the profile declares
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch_fidelity" else real(name, *a))
+    with pytest.warns(UserWarning, match="torch-fidelity"):
+        assert p.usable_fid_feature() == "clip:/local/clip"
+    assert profiles.get_profile("sd14", fid_feature="clip:sd14").usable_fid_feature() == "clip:/local/clip"
+    assert profiles.get_profile("toy").usable_fid_feature() == "toy"
+    with pytest.raises(TypeError):
+        profiles.get_profile("sd14").sizes["coco_3k"] = 1  # the tables are read-only

@@ -337,7 +337,7 @@ def _draws(pipe, pool: torch.Tensor, xt_timesteps: torch.Tensor, tokens: torch.T
                   + int(torch.randint(width, (1,), generator=gen)))
         c_img = tokens[int(torch.randint(len(tokens), (1,), generator=gen))]
         if params.noise_factor:
-            c_img = c_img + params.noise_factor * torch.rand(c_img.shape, generator=gen)
+            c_img = c_img + params.noise_factor * torch.rand(c_img.shape, generator=gen).to(c_img.device)
         c_imgs.append(c_img)
     xs = torch.stack(xs)
     if params.blur_factor:

@@ -183,7 +183,7 @@ def build_problem(pipe, concepts, preserve=(), guide="", params: UCEConfig = UCE
         raise ValueError("this UNet has no cross-attention (attn2) to_k/to_v projections to edit")
     problem = {}
     for name, m in modules.items():
-        w = m.weight.detach().float()
+        w = m.weight.detach().float().cpu()  # the solve runs on the CPU in float64; apply_edit moves it back
         problem[f"{name}.weight"] = (w, c_src, c_guide @ w.T, c_keep)
     return problem
 

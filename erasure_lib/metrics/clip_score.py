@@ -153,6 +153,8 @@ def clip_scores(
         metric.update(list(batch), captions[start:start + batch_size])
     value = float(metric.compute())
     scores = torch.cat(metric.per_sample).numpy().astype(float)
+    if dev.type != "cpu":
+        metric.to("cpu")  # the CLIP model is cached: it must not hold GPU memory between calls (training needs it)
     prov = _load(str(model))[2] if not callable(model) else {"clip_model": getattr(model, "__name__", "callable"),
                                                             "clip_weights_path": "", "clip_weights_sha256": ""}
     table = pd.DataFrame({"image": np.arange(len(x)), "caption": captions, "score": scores})

@@ -201,6 +201,8 @@ def fid(
     real_feats = _features(metric, recorder, real, real=True, batch_size=batch_size, device=device)
     fake_feats = _features(metric, recorder, fake, real=False, batch_size=batch_size, device=device)
     value = max(float(metric.compute()), 0.0)  # FID >= 0; round-off gives -1e-11 for identical sets
+    if device.type != "cpu":
+        metric.to("cpu")  # the extractors are cached: they must not hold GPU memory between calls
 
     # the resamples' matrix square roots run where the features were extracted (a GPU when there is one)
     resampled = FrechetInceptionDistance(feature=_Precomputed(dims), normalize=False).to(device)

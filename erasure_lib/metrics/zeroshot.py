@@ -85,4 +85,6 @@ def zero_shot(images: ImageBatch, labels: Sequence[str], family: str = "object",
         best = probs.argmax(1)
         out_label += [names[j] for j in best]
         out_prob += probs[np.arange(len(best)), best].tolist()
+    if device.type != "cpu":
+        clip.to("cpu")  # the CLIP model is cached: it must not hold GPU memory between calls (training needs it)
     return pd.DataFrame({"label": out_label, "prob": out_prob, "judge": prov["clip_model"]})
