@@ -53,3 +53,68 @@ def test_toy_world_notebook_calibration_runs_ci_sized(tmp_path, monkeypatch):
         assert (out / f"{table}.csv").exists() and (out / f"{table}.json").exists()
     assert (out / "zoo_quality.csv").exists()
     assert _digest(committed) == before
+
+
+# --- the sd14 profile, on the SD-v1.4-shaped test model (random weights, narrow channels, built offline) ------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+import erasure_lib  # noqa: E402
+
+BENCHMARKS = Path(os.environ.get("ERASURE_BOOK_BENCHMARKS")
+                  or Path(erasure_lib.__file__).resolve().parents[2] / "shared" / "benchmarks")
+SD14_FILES = ("nudity-unlearndiff.csv", "I2P_prompts_4703.csv", "big_artist_prompts.csv", "coco_30k_val.csv")
+SD14_SIZES = {"unlearndiff": 3, "i2p_sexual": 3, "objects": None, "big_artists": 10, "coco_3k": 6}
+
+
+@pytest.fixture(scope="module")
+def sd14_test_world(tmp_path_factory):
+    """The test model, its IP-Adapter and CLIP judge, and a prompt cache holding the real sd14 prompt files."""
+    if not all((BENCHMARKS / f).exists() for f in SD14_FILES):
+        pytest.skip(f"the sd14 reference prompt files are not in {BENCHMARKS} (set ERASURE_BOOK_BENCHMARKS)")
+    from erasure_lib.testing import build_all
+    root = tmp_path_factory.mktemp("sd14")
+    paths = build_all(root / "models")
+    (root / "cache" / "prompts").mkdir(parents=True)
+    for f in SD14_FILES:
+        shutil.copyfile(BENCHMARKS / f, root / "cache" / "prompts" / f)
+    return {"ERASURE_BOOK_SD14": str(paths["pipeline"]), "ERASURE_BOOK_SD14_IP_ADAPTER": str(paths["ip_adapter"]),
+            "ERASURE_BOOK_SD14_CLIP": str(paths["clip"]), "ERASURE_BOOK_SD14_FID": f"clip:{paths['clip']}",
+            "ERASURE_BOOK_CACHE": str(root / "cache")}
+
+
+def _sd14_env(monkeypatch, world):
+    for key, value in world.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_evaluation_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+    _sd14_env(monkeypatch, sd14_test_world)
+    committed = ROOT / "results" / "01_evaluation" / "baseline.csv"
+    before = _digest(committed)
+    out = _run("01_evaluation", tmp_path, monkeypatch, profile="sd14", seeds_per_prompt=1, steps=2, n_boot=20,
+               sd14_sizes=SD14_SIZES)
+    baseline = pd.read_csv(out / "baseline.csv")
+    assert {"unlearndiff", "i2p_sexual", "objects", "big_artists"} <= set(baseline.set)
+    assert {"concept rate", "sensitive rate", "CLIP score"} <= set(baseline.metric)
+    provenance = (out / "baseline.json").read_text()
+    assert "sd14" in provenance
+    assert _digest(committed) == before
+
+
+def test_co_erasing_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+    _sd14_env(monkeypatch, sd14_test_world)
+    committed = ROOT / "results" / "10_co_erasing" / "main.csv"
+    before = _digest(committed)
+    out = _run("10_co_erasing", tmp_path, monkeypatch, profile="sd14", iteration_cap=2, claim_seeds=[0],
+               tradeoff_iterations=[1], seeds_per_prompt=1, steps=2, n_boot=10, cache_dir=None, sd14_sizes=SD14_SIZES)
+    main = pd.read_csv(out / "main.csv")
+    assert set(main.concept) == {"nudity", "Van Gogh", "church"}
+    assert set(main.method) == {"SD (unedited)", "ESD-x", "ESD-u", "UCE", "Co-Erasing"} and len(main) == 15
+    assert main["FID_gen"].notna().all() and main["CLIP"].notna().all()
+    assert main.loc[main.concept == "nudity", "implicit"].notna().all()
+    for table in ("ablation", "tradeoff", "claim"):
+        assert (out / f"{table}.csv").exists() and (out / f"{table}.json").exists()
+    assert '"profile": "sd14"' in (out / "main.json").read_text()
+    assert _digest(committed) == before
