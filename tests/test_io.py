@@ -19,3 +19,14 @@ def test_atomic_path_replaces_on_success_and_keeps_the_old_file_on_error(tmp_pat
         tmp.write_text("a\n2\n")
     assert dest.read_text() == "a\n2\n"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["table.csv"]
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    """A result file must be readable by others like any new file (mkstemp alone makes it 0600)."""
+    import os
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "t.csv", "x\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "t.csv").stat().st_mode & 0o777 == 0o644
