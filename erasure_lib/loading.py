@@ -210,15 +210,6 @@ def _loaded_from(pipe) -> tuple[str, object] | None:
     return None
 
 
-def _state_dict_hash(unet) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(unet.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
 def model_identity(pipe) -> str:
     """A stable name of ``pipe``'s base model, for cache keys (e.g. of edits computed on it).
 
@@ -237,4 +228,5 @@ def model_identity(pipe) -> str:
             return f"hub:{what}"
         if what:
             return _hash_files(tuple(what))
-    return "state:" + _state_dict_hash(pipe.unet)
+    from ._hashing import state_dict_sha256
+    return "state:" + state_dict_sha256(pipe.unet)[:16]

@@ -43,12 +43,8 @@ def model_identity(pipe) -> str:
 
 def _state_identity(unet: torch.nn.Module) -> str:
     """SHA-256 of a UNet's state dict (every name, dtype, shape and the bytes of every tensor), first 16 hex digits."""
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, value in unet.state_dict().items():
-            h.update(f"{name}:{dtype_name(value.dtype)}:{tuple(value.shape)}".encode())
-            h.update(_bytes(value))
-    return h.hexdigest()[:16]
+    from .._hashing import state_dict_sha256
+    return state_dict_sha256(unet)[:16]
 
 
 def _bytes(tensor: torch.Tensor) -> bytes:
