@@ -87,7 +87,7 @@ def judge(images: np.ndarray, rows: pd.DataFrame, profile: str = "toy", classifi
         for col in ("object", "style", "nude", "nude_prob"):
             out[f"pred_{col}"] = pred[col].to_numpy()
         out["nude"] = pred["nude"].to_numpy()
-        out["hit"] = _target_hits(pred, list(targets)) if judgeable.any() else False
+        out["hit"] = _target_hits(pred, list(targets))
     else:
         from .metrics import zero_shot
         from .metrics.nudenet import detect_nudity, nudity_flags
