@@ -32,7 +32,8 @@ import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["PAPER_SIZES", "PROFILES", "Profile", "get_profile"]
+__all__ = ["CHAPTER10_PLANS", "Chapter10Plan", "PAPER_SIZES", "PROFILES", "Profile", "SD14_SET_ROWS",
+           "chapter10_plan", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,64 @@ def get_profile(name: str, **overrides) -> Profile:
     if unknown:
         raise ValueError(f"unknown profile field(s) {', '.join(sorted(unknown))}")
     return dataclasses.replace(profile, **overrides)
+
+
+# --- what a chapter runs, per profile --------------------------------------------------------------------------
+
+# The full sd14 evaluation sets (rows), for work estimates without the downloaded files (erasure_lib.runtime).
+SD14_SET_ROWS = MappingProxyType({"unlearndiff": 142, "i2p_sexual": 931, "objects": 50, "big_artists": 100,
+                                  "coco_3k": 3000})
+
+
+@dataclass(frozen=True)
+class Chapter10Plan:
+    """What chapter 10 trains and evaluates (its parameters cell's ``preset``; the cell's explicit values win).
+
+    ``concepts``: the erased concepts (``None``: every concept of the profile); ``methods``: the main table's
+    methods; ``claim_seeds``: the claim test's seeds; ``tradeoff_iterations``: the extra training lengths of the
+    efficacy-usability curve; ``ablation``: whether the ablation runs; ``sizes``: prompts per sd14 evaluation set
+    (``None``: the profile's); ``esd`` / ``co_erasing``: overrides of the methods' configs (also in their cache
+    keys)."""
+    name: str
+    concepts: tuple | None = None
+    methods: tuple = ("ESD-x", "ESD-u", "UCE", "Co-Erasing")
+    claim_seeds: tuple = (0, 1, 2)
+    tradeoff_iterations: tuple = (250, 500)
+    ablation: bool = True
+    sizes: MappingProxyType | None = None
+    esd: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    co_erasing: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    note: str = ""
+
+
+CHAPTER10_PLANS = {
+    "toy": Chapter10Plan("toy", note="every concept, method, seed and length; 2 CPU cores, about 40 minutes"),
+    # about an hour on a free Colab T4 (erasure_lib.runtime computes it; chapter 10 prints it)
+    "sd14": Chapter10Plan(
+        "sd14", concepts=("nudity",), methods=("ESD-u", "UCE", "Co-Erasing"), claim_seeds=(0,),
+        tradeoff_iterations=(), ablation=False,
+        sizes=MappingProxyType({"unlearndiff": 40, "i2p_sexual": 40, "objects": 20, "big_artists": 10,
+                                "coco_3k": 40}),
+        esd=MappingProxyType({"sample_from": "frozen", "timestep": "grid", "optimizer": "adafactor"}),
+        co_erasing=MappingProxyType({"image_number": 50, "optimizer": "adafactor"}),
+        note="a free Colab T4 in about an hour: nudity only, ESD-u / UCE / Co-Erasing, one seed, no ablation or "
+             "curve, 150 prompts; ESD samples its x_t pool once from the frozen model (the official esd_sd.py) "
+             "instead of from the model being trained (train-esd.py); Co-Erasing generates 50 concept images "
+             "(the code: 100); both train with Adafactor, which fits a 16 GB T4 (the papers' Adam does not: "
+             "erasure_lib.memory)"),
+    "sd14-paper": Chapter10Plan(
+        "sd14-paper", sizes=PAPER_SIZES,
+        note="the papers' scale: every concept and method, 3 claim seeds, the ablation and the curve, the full "
+             "prompt sets, the papers' ESD sampling (an A100 for many hours)"),
+}
+
+
+def chapter10_plan(profile: str, preset: str | None = None) -> Chapter10Plan:
+    """Chapter 10's plan: ``preset`` (a key of :data:`CHAPTER10_PLANS`), or the profile's own (``None``)."""
+    get_profile(profile)  # raises on an unknown profile
+    name = profile if preset is None else preset
+    if name not in CHAPTER10_PLANS:
+        raise ValueError(f"unknown chapter 10 preset {name!r}; valid: {', '.join(CHAPTER10_PLANS)}")
+    if CHAPTER10_PLANS[name].name.split("-")[0] != profile:
+        raise ValueError(f"preset {name!r} is not of profile {profile!r}")
+    return CHAPTER10_PLANS[name]

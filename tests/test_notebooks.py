@@ -103,12 +103,13 @@ def test_evaluation_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, 
     assert _digest(committed) == before
 
 
-def test_co_erasing_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+def test_co_erasing_notebook_runs_on_the_sd14_test_model_at_the_papers_plan(tmp_path, monkeypatch, sd14_test_world):
     _sd14_env(monkeypatch, sd14_test_world)
     committed = ROOT / "results" / "10_co_erasing" / "main.csv"
     before = _digest(committed)
-    out = _run("10_co_erasing", tmp_path, monkeypatch, profile="sd14", iteration_cap=2, claim_seeds=[0],
-               tradeoff_iterations=[1], seeds_per_prompt=1, steps=2, n_boot=10, cache_dir=None, sd14_sizes=SD14_SIZES)
+    out = _run("10_co_erasing", tmp_path, monkeypatch, profile="sd14", preset="sd14-paper", iteration_cap=2,
+               claim_seeds=[0], tradeoff_iterations=[1], seeds_per_prompt=1, steps=2, n_boot=10, cache_dir=None,
+               sd14_sizes=SD14_SIZES)
     main = pd.read_csv(out / "main.csv")
     assert set(main.concept) == {"nudity", "Van Gogh", "church"}
     assert set(main.method) == {"SD (unedited)", "ESD-x", "ESD-u", "UCE", "Co-Erasing"} and len(main) == 15
@@ -118,3 +119,21 @@ def test_co_erasing_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, 
         assert (out / f"{table}.csv").exists() and (out / f"{table}.json").exists()
     assert '"profile": "sd14"' in (out / "main.json").read_text()
     assert _digest(committed) == before
+
+
+def test_co_erasing_notebook_default_sd14_plan_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+    """The default plan on sd14 (about an hour on a T4): nudity only, ESD-u / UCE / Co-Erasing, one claim seed, no
+    ablation; the parameters cell's None values come from erasure_lib.profiles.CHAPTER10_PLANS["sd14"]."""
+    _sd14_env(monkeypatch, sd14_test_world)
+    out = _run("10_co_erasing", tmp_path, monkeypatch, profile="sd14", iteration_cap=2, seeds_per_prompt=1, steps=2,
+               n_boot=10, cache_dir=None, sd14_sizes=SD14_SIZES)
+    main = pd.read_csv(out / "main.csv")
+    assert set(main.concept) == {"nudity"}
+    assert list(main.method) == ["SD (unedited)", "ESD-u", "UCE", "Co-Erasing"]
+    assert not (out / "ablation.csv").exists()
+    claim = pd.read_csv(out / "claim.csv")
+    assert set(claim.seed) == {0} and set(claim.method) == {"ESD-u", "Co-Erasing"}
+    tradeoff = pd.read_csv(out / "tradeoff.csv")
+    assert len(tradeoff) == 2  # only the default lengths (cached: the main table's edits)
+    provenance = (out / "main.json").read_text()
+    assert '"sample_from": "frozen"' in provenance and '"optimizer": "adafactor"' in provenance

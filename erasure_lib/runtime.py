@@ -1,0 +1,303 @@
+"""How long the sd14 profile runs on a Colab T4 or an A100: *computed*, not measured.
+
+No GPU has been available to this project yet, so a notebook's GPU runtime is computed from two things:
+
+1. **The work, counted.** Every phase of a run is a number of UNet calls of a given width (rows: the batch, doubled
+   by classifier-free guidance), plus VAE decodes. :func:`sampling`, :func:`esd` and :func:`co_erasing` count
+   them from the configs, following the code of :mod:`erasure_lib.sampling` and :mod:`erasure_lib.methods`; a
+   test runs the methods on the toy zoo under :class:`UNetCalls` (a forward hook on the UNet) and checks that
+   the count matches the real calls one for one.
+2. **A published throughput.** The diffusers documentation's PyTorch 2.0 benchmark (``docs/source/en/
+   optimization/torch2.0.md`` of huggingface/diffusers, "Benchmark": Stable Diffusion v1.5 text-to-image, fp16,
+   PyTorch 2.0 SDPA attention, no ``torch.compile``) gives the denoising loop's iterations per second at batch
+   sizes 1, 4 and 16 on a T4 and an A100. SD v1.5 has SD v1.4's UNet; one iteration is one UNet call on
+   2 x batch rows (CFG). :data:`THROUGHPUT` turns them into UNet rows per second; a call of another width is
+   interpolated between them (log-linear in the rows; below 2 rows the 2-row rate, which flatters batch 1).
+
+On top of the benchmark, three approximations, stated so they can be checked once a GPU measures them:
+
+* a training call (forward with grad, backward) costs :data:`TRAIN_FACTOR` = 3 forward rows (the backward
+  computes the activations' and the weights' gradients: about 2 forwards), plus one more forward when gradient
+  checkpointing recomputes the blocks (:data:`CHECKPOINT_FACTOR`);
+* a VAE decode of one 512x512 image costs its FLOPs over a UNet row's (:func:`decode_rows`, counted by
+  ``torch.utils.flop_counter`` on the meta-device models of SD v1.4's configs: about 3.1 UNet rows);
+* the text encoder, the IP-Adapter's image encoder, the optimizer step, the judges (NudeNet runs on the CPU),
+  CLIP and FID features, model downloads and Python overhead are not counted. The totals are lower bounds of
+  the wall clock, to within these terms.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+# diffusers docs, torch2.0.md "Benchmark", SD - txt2img, "torch 2.0 - no compile" (it/s; the T4 batch-16 entry is
+# printed as seconds per iteration, "2.34s"): UNet rows per second = it/s x 2 x batch.
+BENCHMARK_ITS = {"T4": {1: 6.9, 4: 1.79, 16: 1 / 2.34}, "A100": {1: 21.66, 4: 11.6, 16: 3.04}}
+BENCHMARK_SOURCE = ("huggingface/diffusers docs/source/en/optimization/torch2.0.md, Benchmark: SD v1.5 txt2img, "
+                    "fp16, torch 2.0 SDPA, no compile")
+THROUGHPUT = {gpu: {2 * b: 2 * b * its for b, its in table.items()} for gpu, table in BENCHMARK_ITS.items()}
+TRAIN_FACTOR = 3.0        # forward + backward of a trained call, in forward rows
+CHECKPOINT_FACTOR = 1.0   # the recomputed forward of gradient checkpointing
+GPUS = tuple(THROUGHPUT)
+
+
+def rows_per_second(gpu: str, rows: int) -> float:
+    """UNet rows per second on ``gpu`` for calls ``rows`` wide (see the module docstring)."""
+    if gpu not in THROUGHPUT:
+        raise ValueError(f"unknown GPU {gpu!r}; valid: {', '.join(GPUS)}")
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    points = sorted(THROUGHPUT[gpu].items())
+    if rows <= points[0][0]:
+        return points[0][1]
+    if rows >= points[-1][0]:
+        return points[-1][1]
+    for (r0, v0), (r1, v1) in zip(points, points[1:]):
+        if r0 <= rows <= r1:
+            w = (math.log(rows) - math.log(r0)) / (math.log(r1) - math.log(r0))
+            return v0 + w * (v1 - v0)
+    raise AssertionError("unreachable")
+
+
+@functools.lru_cache(maxsize=None)
+def decode_rows() -> float:
+    """FLOPs of one 512x512 VAE decode over those of one UNet row (SD v1.4's configs, on the meta device)."""
+    from diffusers import AutoencoderKL
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from . import memory
+    from .testing.sd14_model import SD14_CONFIGS
+
+    unet = memory.meta_unet()
+    with torch.device("meta"):
+        vae = AutoencoderKL(**{k: v for k, v in SD14_CONFIGS["vae"].items() if not k.startswith("_")})
+    with torch.no_grad(), FlopCounterMode(display=False) as count:
+        unet(torch.zeros(1, 4, 64, 64, device="meta"), torch.zeros(1, device="meta"),
+             encoder_hidden_states=torch.zeros(1, 77, 768, device="meta"))
+    unet_flops = count.get_total_flops()
+    with torch.no_grad(), FlopCounterMode(display=False) as count:
+        vae.decode(torch.zeros(1, 4, 64, 64, device="meta"))
+    return count.get_total_flops() / unet_flops
+
+
+@dataclass(frozen=True)
+class Calls:
+    """``calls`` UNet calls of ``rows`` rows each (``kind``: ``"infer"`` without grad, ``"train"`` with the
+    backward, ``checkpointed`` with the recompute), or ``calls`` VAE decodes of ``rows`` images (``"decode"``)."""
+    phase: str
+    kind: str
+    rows: int
+    calls: int
+    checkpointed: bool = False
+
+    def forward_rows(self) -> float:
+        if self.kind == "decode":
+            return self.calls * self.rows * decode_rows()
+        factor = 1.0 if self.kind == "infer" else TRAIN_FACTOR + (CHECKPOINT_FACTOR if self.checkpointed else 0.0)
+        return self.calls * self.rows * factor
+
+    def seconds(self, gpu: str) -> float:
+        return self.forward_rows() / rows_per_second(gpu, self.rows)
+
+
+@dataclass
+class Work:
+    """The counted work of a run: a list of :class:`Calls`; ``+`` concatenates."""
+    calls: list = field(default_factory=list)
+
+    def __add__(self, other: "Work") -> "Work":
+        return Work(self.calls + other.calls)
+
+    def unet_calls(self, kind: str | None = None) -> int:
+        return sum(c.calls for c in self.calls if c.kind != "decode" and (kind is None or c.kind == kind))
+
+    def unet_rows(self, kind: str | None = None) -> int:
+        return sum(c.calls * c.rows for c in self.calls if c.kind != "decode" and (kind is None or c.kind == kind))
+
+    def seconds(self, gpu: str) -> float:
+        return sum(c.seconds(gpu) for c in self.calls)
+
+    def table(self, gpus=GPUS) -> pd.DataFrame:
+        """Minutes per phase and GPU."""
+        rows = {}
+        for c in self.calls:
+            row = rows.setdefault(c.phase, {"phase": c.phase, "UNet rows": 0})
+            row["UNet rows"] += 0 if c.kind == "decode" else c.calls * c.rows
+            for gpu in gpus:
+                row[f"{gpu} min"] = row.get(f"{gpu} min", 0.0) + c.seconds(gpu) / 60
+        return pd.DataFrame(list(rows.values()))
+
+
+def _batched(n: int, batch: int) -> list[int]:
+    """Sizes of the batches that split ``n`` items into chunks of at most ``batch``."""
+    return [min(batch, n - i) for i in range(0, n, batch)]
+
+
+def sampling(images: int, steps: int, guidance: float, batch_size: int, phase: str = "sampling",
+             decode: bool = True) -> Work:
+    """``images`` images of ``steps`` DDIM steps in batches of ``batch_size`` (the GPU pads nothing:
+    :func:`erasure_lib.sampling.row_block` is 1 there), with CFG unless ``guidance`` is 1, and their decodes."""
+    cfg = 2 if guidance != 1.0 else 1
+    out = [Calls(phase, "infer", b * cfg, steps) for b in _batched(images, batch_size)]
+    if decode:
+        out += [Calls(phase, "decode", b, 1) for b in _batched(images, batch_size)]
+    return Work(out)
+
+
+def esd(config, phase: str | None = None) -> Work:
+    """The UNet calls of :func:`erasure_lib.methods.esd.erase` with ``config`` (an ``ESDConfig``)."""
+    phase = phase or f"ESD {config.parameter_set}"
+    pools = 1 if config.sample_from == "frozen" else math.ceil(config.iterations / config.refresh_every)
+    cfg = 2 if config.start_guidance != 1.0 else 1
+    pool = [Calls(f"{phase}: x_t pool", "infer", b * cfg, config.ddim_steps)
+            for b in _batched(config.pool_size, config.sample_batch_size)] * pools
+    recorded = config.timestep == "grid" and config.sample_from == "frozen" and cfg == 2
+    frozen = [] if recorded else [Calls(f"{phase}: frozen e_c, e_0", "infer", 2 * config.batch_size,
+                                        config.iterations)]
+    train = [Calls(f"{phase}: training", "train", config.batch_size, config.iterations,
+                   config.gradient_checkpointing)]
+    return Work(pool + frozen + train)
+
+
+def co_erasing(config, text_stage: bool = True, image_batch_size: int = 32, target_batch: int = 32) -> Work:
+    """The UNet calls of :func:`erasure_lib.methods.co_erasing.erase` with ``config``; ``text_stage=False`` when
+    the text stage (an ESD-u edit) is passed in ready (as chapter 10 does: it is the main table's ESD-u)."""
+    work = sampling(config.image_number, config.image_steps, config.image_guidance, image_batch_size,
+                    phase="Co-Erasing: concept images")
+    if text_stage and config.variant not in ("image_only",):
+        work = work + esd(config.text_stage, phase="Co-Erasing: text stage (ESD-u)")
+    if config.variant == "text_only":
+        return work
+    cfg = 2 if config.start_guidance != 1.0 else 1
+    pool_calls = (config.ddim_steps, config.pool_size * (1 if config.bug_compatible_sampling else cfg))
+    work = work + Work([Calls("Co-Erasing: x_t pool", "infer", pool_calls[1], pool_calls[0])])
+    work = work + Work([Calls("Co-Erasing: frozen targets", "infer", b, 2)
+                        for b in _batched(config.iterations, target_batch)])
+    return work + Work([Calls("Co-Erasing: training", "train", 1, config.iterations, config.gradient_checkpointing)])
+
+
+def table(works: dict, gpus=GPUS) -> pd.DataFrame:
+    """One row per named :class:`Work`: its UNet rows and minutes per GPU (computed, see the module docstring)."""
+    rows = []
+    for name, work in works.items():
+        rows.append({"run": name, "UNet rows": work.unet_rows(),
+                     **{f"{gpu} min": work.seconds(gpu) / 60 for gpu in gpus}})
+    return pd.DataFrame(rows)
+
+
+def evaluation_images(profile: str, sizes=None, seeds_per_prompt: int | None = None) -> int:
+    """Images of one evaluation pass of ``profile`` (sd14: :data:`erasure_lib.tasks.SD14_SETS` at ``sizes``,
+    default the profile's; ``None`` for a set: all of it, :data:`erasure_lib.profiles.SD14_SET_ROWS`)."""
+    from .profiles import SD14_SET_ROWS, get_profile
+    from .tasks import SD14_SETS
+
+    settings = get_profile(profile)
+    if profile != "sd14":
+        raise ValueError("evaluation_images counts the sd14 sets (the toy's run on the CPU)")
+    sizes = dict(settings.sizes if sizes is None else sizes)
+    prompts = sum(min(sizes[s], SD14_SET_ROWS[s]) if sizes.get(s) is not None else SD14_SET_ROWS[s]
+                  for s in SD14_SETS)
+    return prompts * (seeds_per_prompt or settings.seeds_per_prompt)
+
+
+def chapter01(profile: str = "sd14", sizes=None, seeds_per_prompt: int | None = None,
+              steps: int | None = None) -> Work:
+    """Chapter 01 on ``profile``: one evaluation pass of the unedited model (the guidance sweep is the toy's)."""
+    from .profiles import get_profile
+
+    settings = get_profile(profile)
+    return sampling(evaluation_images(profile, sizes, seeds_per_prompt), steps or settings.steps,
+                    settings.guidance, settings.batch_size, phase="evaluation: unedited")
+
+
+def chapter10(profile: str = "sd14", preset: str | None = None, sizes=None, seeds_per_prompt: int | None = None,
+              steps: int | None = None, **plan_overrides) -> Work:
+    """Chapter 10's GPU work for its plan (:func:`erasure_lib.profiles.chapter10_plan`, with ``plan_overrides``
+    such as ``claim_seeds=(0,)``): every distinct edit trained once and every distinct model evaluated once, as
+    the notebook caches them (the main table's ESD-u is Co-Erasing's text stage, the ablation's text-only and
+    full variants and the curve's and claim's default runs are the main table's)."""
+    import dataclasses
+
+    from .profiles import chapter10_plan, get_profile
+    from .tasks import concepts, method_config
+
+    settings = get_profile(profile)
+    plan = dataclasses.replace(chapter10_plan(profile, preset), **plan_overrides)
+    names = list(plan.concepts or concepts(profile))
+    sizes = sizes if sizes is not None else plan.sizes
+    n = evaluation_images(profile, sizes, seeds_per_prompt)
+    steps = steps or settings.steps
+
+    def esd_cfg(method, **kw):
+        return method_config(method, profile, **{**plan.esd, **kw})
+
+    def co_cfg(**kw):
+        seed = kw.get("seed", 0)
+        return method_config("Co-Erasing", profile, **{**plan.co_erasing, **kw},
+                             text_stage=esd_cfg("ESD-u", seed=seed))
+
+    trained, evaluated = {}, {"unedited"}
+    for name in names:
+        for method in plan.methods:
+            key = (name, method, 0, None, "full")
+            evaluated.add(key)
+            if method in ("ESD-x", "ESD-u"):
+                trained[key] = esd(esd_cfg(method), phase=f"{method} ({name})")
+            elif method == "Co-Erasing":
+                trained[key] = co_erasing(co_cfg(), text_stage=False) + (
+                    Work() if "ESD-u" in plan.methods else esd(esd_cfg("ESD-u"), phase=f"ESD-u ({name})"))
+    sensitive = "nudity"
+    if plan.ablation:
+        for variant in ("image_only", "text_image"):
+            key = (sensitive, "Co-Erasing", 0, None, variant)
+            evaluated.add(key)
+            trained[key] = co_erasing(co_cfg(variant=variant), text_stage=False)
+    for it in plan.tradeoff_iterations:
+        for method in ("ESD-u", "Co-Erasing"):
+            key = (sensitive, method, 0, it, "full")
+            evaluated.add(key)
+            trained[key] = (esd(esd_cfg("ESD-u", iterations=it), phase="ESD-u (curve)") if method == "ESD-u"
+                            else co_erasing(co_cfg(iterations=it), text_stage=False))
+    for s in plan.claim_seeds:
+        if s == 0:
+            continue
+        for method in ("ESD-u", "Co-Erasing"):
+            key = (sensitive, method, s, None, "full")
+            evaluated.add(key)
+            trained[key] = (esd(esd_cfg("ESD-u", seed=s), phase="ESD-u (claim)") if method == "ESD-u"
+                            else co_erasing(co_cfg(seed=s), text_stage=False))
+    work = Work()
+    for w in trained.values():
+        work = work + w
+    return work + sampling(n * len(evaluated), steps, settings.guidance, settings.batch_size,
+                           phase="evaluation: every model")
+
+
+class UNetCalls(contextlib.AbstractContextManager):
+    """Counts the forward calls of ``unet`` while active: ``calls`` is a list of ``(rows, grad_enabled)``."""
+
+    def __init__(self, unet):
+        self.unet, self.calls, self._handle = unet, [], None
+
+    def __enter__(self):
+        def hook(module, args, kwargs):
+            sample = args[0] if args else kwargs["sample"]
+            self.calls.append((int(sample.shape[0]), torch.is_grad_enabled()))
+        self._handle = self.unet.register_forward_pre_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+        return False
+
+    def rows(self, grad: bool | None = None) -> int:
+        return sum(r for r, g in self.calls if grad is None or g == grad)
+
+
+__all__ = ["BENCHMARK_ITS", "BENCHMARK_SOURCE", "Calls", "GPUS", "THROUGHPUT", "UNetCalls", "Work", "co_erasing",
+           "chapter01", "chapter10", "decode_rows", "esd", "evaluation_images", "rows_per_second", "sampling", "table"]

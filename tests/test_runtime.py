@@ -1,0 +1,138 @@
+"""erasure_lib.runtime: the counted work against the methods' real UNet calls, the published throughput it prices
+them with, and the chapter plans it sizes."""
+import dataclasses
+
+import pytest
+
+from erasure_lib import load_ip_adapter, load_pipeline, runtime
+from erasure_lib.methods import co_erasing, esd
+from erasure_lib.profiles import CHAPTER10_PLANS, chapter10_plan
+from erasure_lib.tasks import method_config
+
+
+@pytest.fixture(scope="module")
+def toy_pipe():
+    return load_pipeline("toy")
+
+
+@pytest.fixture(scope="module")
+def toy_ip_pipe():
+    return load_ip_adapter(load_pipeline("toy"), "toy")
+
+
+@pytest.fixture
+def unpadded(monkeypatch):
+    """No CPU row padding: the calls the methods make on a GPU (sampling.row_block is 1 there)."""
+    monkeypatch.setenv("ERASURE_BOOK_ROW_BLOCK", "1")
+
+
+def _counted(calls):
+    return sorted(calls)
+
+
+def _expected(work):
+    out = []
+    for c in work.calls:
+        if c.kind != "decode":
+            out += [(c.rows, c.kind == "train")] * c.calls
+    return sorted(out)
+
+
+@pytest.mark.parametrize("config", [
+    esd.ESDConfig(iterations=6, pool_size=5, sample_batch_size=2, ddim_steps=4),  # recorded pool: no frozen calls
+    esd.ESDConfig(parameter_set="esd-u", iterations=6, pool_size=3, ddim_steps=4, sample_from="trained",
+                  refresh_every=4, timestep="bin"),                               # the paper's: 2 pools, frozen calls
+    esd.ESDConfig(iterations=5, pool_size=3, ddim_steps=4, start_guidance=1.0),   # no CFG in the pool
+], ids=["recorded", "trained-bin", "no-cfg"])
+def test_esd_work_is_the_calls_esd_makes(toy_pipe, unpadded, config):
+    with runtime.UNetCalls(toy_pipe.unet) as counted:
+        esd.erase(toy_pipe, "a nude person", config, progress=False)
+    assert _counted(counted.calls) == _expected(runtime.esd(config))
+
+
+@pytest.mark.parametrize("variant", ["full", "image_only"])
+def test_co_erasing_work_is_the_calls_co_erasing_makes(toy_pipe, toy_ip_pipe, unpadded, variant):
+    text_cfg = esd.ESDConfig(parameter_set="esd-u", iterations=2, pool_size=2, ddim_steps=4)
+    text = esd.erase(toy_pipe, "a nude person", text_cfg, progress=False)
+    config = co_erasing.CoErasingConfig(variant=variant, iterations=40, pool_size=3, ddim_steps=4, image_number=5,
+                                        image_steps=3, text_stage=text_cfg)
+    with runtime.UNetCalls(toy_pipe.unet) as plain, runtime.UNetCalls(toy_ip_pipe.unet) as ip:
+        co_erasing.erase(toy_pipe, toy_ip_pipe, "a nude person", config, progress=False,
+                         text_edit=None if variant == "image_only" else text)
+    # 40 iterations make two target batches (32 + 8): the batching is counted too
+    assert _counted(plain.calls + ip.calls) == _expected(runtime.co_erasing(config, text_stage=False))
+
+
+def test_throughput_is_the_published_benchmark():
+    # diffusers docs, torch2.0.md: T4 6.9 it/s at batch 1, A100 3.04 it/s at batch 16 (2 x batch rows per it)
+    assert runtime.rows_per_second("T4", 2) == pytest.approx(13.8)
+    assert runtime.rows_per_second("A100", 32) == pytest.approx(97.28)
+    assert runtime.rows_per_second("T4", 32) == pytest.approx(32 / 2.34)  # printed as 2.34 s per iteration
+    a, b = runtime.rows_per_second("A100", 8), runtime.rows_per_second("A100", 32)
+    assert a < runtime.rows_per_second("A100", 16) < b
+    assert runtime.rows_per_second("A100", 1) == runtime.rows_per_second("A100", 2)  # no extrapolation
+    with pytest.raises(ValueError, match="unknown GPU"):
+        runtime.rows_per_second("H100", 2)
+
+
+def test_sampling_time_matches_the_benchmark_it_comes_from():
+    # 50 steps of 4 images with CFG on a T4, without decodes: 50 iterations at the published 1.79 it/s
+    work = runtime.sampling(4, 50, 7.5, 4, decode=False)
+    assert work.seconds("T4") == pytest.approx(50 / 1.79)
+    assert runtime.sampling(4, 50, 1.0, 4, decode=False).unet_rows() == 200  # no CFG: one row per image
+
+
+def test_vae_decode_costs_a_few_unet_rows():
+    # SD's decoder at 512 px is a few TFLOPs against the UNet's ~0.8 per row: more than one row, less than ten
+    assert 1.0 < runtime.decode_rows() < 10.0
+
+
+def test_training_costs_more_than_inference_and_checkpointing_more_still():
+    infer = runtime.Calls("x", "infer", 1, 10).forward_rows()
+    train = runtime.Calls("x", "train", 1, 10).forward_rows()
+    ckpt = runtime.Calls("x", "train", 1, 10, checkpointed=True).forward_rows()
+    assert infer == 10 and train == 30 and ckpt == 40
+
+
+def test_evaluation_images_count_the_sets():
+    assert runtime.evaluation_images("sd14", CHAPTER10_PLANS["sd14"].sizes) == 40 + 40 + 20 + 10 + 40
+    assert runtime.evaluation_images("sd14", CHAPTER10_PLANS["sd14-paper"].sizes) == 142 + 931 + 50 + 100 + 3000
+    assert runtime.evaluation_images("sd14") == 48 + 48 + 50 + 100 + 100  # the profile's sizes
+    with pytest.raises(ValueError):
+        runtime.evaluation_images("toy")
+
+
+def test_chapter10_trains_every_distinct_edit_once():
+    work = runtime.chapter10("sd14", "sd14-paper")
+    # ESD: main table 2 parameter sets x 3 concepts + claim seeds 1, 2; curve 250 + 500. Co-Erasing: main 3,
+    # ablation 2 (image only, text + image), claim 2; curve 250 + 500. Text stages are the main table's ESD-u.
+    assert work.unet_calls("train") == (8 * 1000 + 750) + (7 * 1000 + 750)
+    default = runtime.chapter10("sd14")
+    assert default.unet_calls("train") == 1000 + 1000  # ESD-u and Co-Erasing on nudity
+    # a plan override reaches the count: two more claim seeds train two more ESD-u and Co-Erasing edits
+    assert runtime.chapter10("sd14", claim_seeds=(0, 1, 2)).unet_calls("train") == 6000
+
+
+def test_the_default_sd14_plan_is_about_an_hour_on_a_t4():
+    minutes = runtime.chapter10("sd14").seconds("T4") / 60
+    assert 40 < minutes < 80
+    assert runtime.chapter10("sd14").seconds("A100") < runtime.chapter10("sd14").seconds("T4") / 3
+    assert runtime.chapter10("sd14", "sd14-paper").seconds("T4") > 20 * runtime.chapter10("sd14").seconds("T4")
+    assert runtime.chapter01("sd14").seconds("T4") / 60 < 60
+
+
+def test_chapter10_plans():
+    assert chapter10_plan("toy") == CHAPTER10_PLANS["toy"]
+    toy = chapter10_plan("toy")
+    assert toy.concepts is None and toy.claim_seeds == (0, 1, 2) and toy.ablation and not toy.esd
+    sd14 = chapter10_plan("sd14")
+    assert sd14.concepts == ("nudity",) and sd14.claim_seeds == (0,)
+    cfg = method_config("ESD-u", "sd14", **sd14.esd)
+    assert cfg.sample_from == "frozen" and cfg.lr == 1e-5 and cfg.iterations == 1000  # the paper's lr and length
+    assert dataclasses.replace(sd14, ablation=True).ablation
+    with pytest.raises(ValueError, match="unknown chapter 10 preset"):
+        chapter10_plan("sd14", "colab")
+    with pytest.raises(ValueError, match="not of profile"):
+        chapter10_plan("toy", "sd14-paper")
+    with pytest.raises(ValueError, match="unknown profile"):
+        chapter10_plan("sd15")
