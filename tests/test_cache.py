@@ -1,6 +1,6 @@
 """The edit cache (erasure_lib.methods.cache): keys name the base model (identity and dtype), so two base models
-never share a cached edit; edits are stored in the base model's dtype; the state-dict identity is the fallback for
-pipelines ``loading.model_identity`` does not know (or a loading module without it)."""
+never share a cached edit; edits are stored in the base model's dtype; a bare UNet is named by its state dict's
+hash."""
 import hashlib
 import types
 
@@ -91,19 +91,17 @@ def test_an_fp32_base_keeps_fp32_bit_for_bit(pipe, tmp_path):
                and torch.equal(edit[k], trained[k]) for k in trained)
 
 
-def test_model_identity_falls_back_to_the_state_dict_hash(pipe, monkeypatch):
+def test_model_identity_names_the_weights(pipe):
     import erasure_lib.loading as loading
     known = cache.model_identity(pipe)
-    if hasattr(loading, "model_identity"):
-        assert known == str(loading.model_identity(pipe))
-    monkeypatch.delattr(loading, "model_identity", raising=False)  # a loading module without it
-    fallback = cache.model_identity(pipe)
-    assert fallback == cache._state_identity(pipe.unet) and len(fallback) == 16
-    int(fallback, 16)
+    assert known == str(loading.model_identity(pipe)) and not known.startswith("state:")  # the zoo's weights file
     other = _other_base()
-    assert cache.model_identity(other) != fallback
+    assert cache.model_identity(other) != known
+    bare = cache.model_identity(pipe.unet)  # a bare UNet: the hash of its state dict
+    assert bare == cache._state_identity(pipe.unet) and len(bare) == 16
+    int(bare, 16)
     assert cache._state_identity(_other_base().unet) == cache._state_identity(other.unet)  # stable for equal weights
-    assert cache.model_identity(pipe.unet) == fallback  # a bare UNet
+    assert cache._state_identity(other.unet) != bare
 
 
 def test_edit_fingerprint_is_unchanged_for_fp32_and_works_for_bfloat16():

@@ -27,18 +27,13 @@ def edit_key(metadata: Mapping) -> str:
 
 
 def model_identity(pipe) -> str:
-    """A stable identity of the base model of ``pipe`` (a pipeline or a bare UNet):
-    :func:`erasure_lib.loading.model_identity` where it knows the pipeline (loaded by ``load_pipeline``), else
-    :func:`_state_identity` of its UNet (any other pipeline; always correct, slower: it reads every weight)."""
-    try:
+    """A stable identity of the base model of ``pipe``: :func:`erasure_lib.loading.model_identity` for a pipeline
+    (its weights file's hash, its hub revision, or the hash of its UNet's state dict), :func:`_state_identity`
+    for a bare UNet."""
+    if hasattr(pipe, "unet"):
         from ..loading import model_identity as identity
-    except (ImportError, AttributeError):  # loading.py without it (yet)
-        identity = None
-    if identity is not None and hasattr(pipe, "unet"):
-        value = identity(pipe)
-        if value:
-            return str(value)
-    return _state_identity(_unet(pipe))
+        return str(identity(pipe))
+    return _state_identity(pipe)
 
 
 def _state_identity(unet: torch.nn.Module) -> str:
