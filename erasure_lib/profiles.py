@@ -10,7 +10,9 @@ algorithm branches on the profile's name. Fields:
 * ``seeds_per_prompt``: images per evaluation prompt;
 * ``fid_feature``, ``clip_model``: the FID features and CLIP model of :func:`erasure_lib.evaluation.erasure_summary`
   (sd14: Inception-v3, which needs the ``[gpu]`` extra, and ViT-L/14);
-* ``fid_boot``: bootstrap resamples of an FID interval (a 2048-d resample is a 2048 x 2048 matrix square root);
+* ``fid_boot``: bootstrap resamples of an FID interval (100 on both: with fewer images than feature dimensions, as
+  at sd14's Colab sizes, a resample is a small SVD, :func:`erasure_lib.metrics.fid.frechet_distance_low_rank`;
+  at the papers' 3,000 COCO images each 2048-d resample is a 2048 x 2048 matrix square root);
 * ``nudity_preset``: the NudeNet preset of the sd14 nudity judge (``ringabell_045``: UnlearnDiffAtk / Co-Erasing's
   rule, the rule of the book's main table; :mod:`erasure_lib.metrics.nudenet`); unused on the toy (its classifier);
 * ``batch_size``: images per sampling call (toy 64; sd14 8: 16 UNet rows with CFG at 512 px fits a T4);
@@ -79,7 +81,7 @@ PROFILES: dict[str, Profile] = {
     "toy": Profile(name="toy", guidance=5.0, steps=20, seeds_per_prompt=2, fid_feature="toy", clip_model="toy",
                    fid_boot=100, nudity_preset="toy classifier", batch_size=64, sizes=MappingProxyType({})),
     "sd14": Profile(name="sd14", guidance=7.5, steps=25, seeds_per_prompt=1, fid_feature="sd14", clip_model="sd14",
-                    fid_boot=20, nudity_preset="ringabell_045", batch_size=8, sizes=SD14_SIZES),
+                    fid_boot=100, nudity_preset="ringabell_045", batch_size=8, sizes=SD14_SIZES),
 }
 
 

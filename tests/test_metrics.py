@@ -4,6 +4,7 @@ Everything runs offline on rendered toy images (uint8 = round(x * 255)) and two 
 fixtures (a blank image, matplotlib's grace_hopper.jpg for NudeNet's FACE_FEMALE)."""
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -282,6 +283,45 @@ def test_fid_matches_torchmetrics_and_is_deterministic(fid_sets):
     assert (a.value, a.lo, a.hi) == pytest.approx((b.value, b.lo, b.hi), rel=1e-6)
     raw = M.fid(real, same, n_boot=10, seed=3, bias_correct=False)
     assert raw.lo > a.lo and "bootstrap_bias" not in raw.details
+
+
+class _Projection(torch.nn.Module):
+    """A fixed random 600-d projection of 8x8-pooled images: features wider than the sets are large."""
+    num_features = 600
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.randn(3 * 8 * 8, 600, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, images):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 8).flatten(1)
+        return pooled @ self.w
+
+
+def test_low_rank_frechet_distance_is_torchmetrics_value():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid_mod = importlib.import_module("erasure_lib.metrics.fid")
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 600, generator=g, dtype=torch.float64)
+    b = 1.3 * torch.randn(30, 600, generator=g, dtype=torch.float64) + 0.2
+    reference = FrechetInceptionDistance(feature=fid_mod._Precomputed(600), normalize=False)
+    reference.update(a, real=True)
+    reference.update(b, real=False)
+    assert fid_mod.frechet_distance_low_rank(a, b) == pytest.approx(float(reference.compute()), rel=1e-6)
+    assert fid_mod.frechet_distance_low_rank(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_bootstrap_of_wide_features_is_the_full_forms(fid_sets, monkeypatch):
+    fid_mod = importlib.import_module("erasure_lib.metrics.fid")
+    real, _, shifted = fid_sets
+    real, shifted = real[:60], shifted[:50]  # fewer images than the 600 dimensions
+    fast = M.fid(real, shifted, feature=_Projection(), n_boot=8, seed=2)
+    assert fast.details["bootstrap_statistic"] == "low-rank (nuclear norm)"
+    monkeypatch.setattr(fid_mod, "LOW_RANK_MIN_DIMS", 10**9)  # the d x d matrix square root of torchmetrics
+    full = M.fid(real, shifted, feature=_Projection(), n_boot=8, seed=2)
+    assert full.details["bootstrap_statistic"] == "torchmetrics"
+    assert (fast.value, fast.lo, fast.hi) == pytest.approx((full.value, full.lo, full.hi), rel=1e-5)
 
 
 def test_fid_feature_errors(fid_sets):
