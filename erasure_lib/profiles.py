@@ -135,6 +135,16 @@ class Chapter10Plan:
     note: str = ""
 
 
+    def __post_init__(self):
+        # the notebook sets these per edit (main table, curve, claim, ablation): a plan must not
+        fixed = {"esd": {"iterations", "seed", "parameter_set"},
+                 "co_erasing": {"iterations", "seed", "variant", "text_stage"}}
+        for name, keys in fixed.items():
+            clash = keys & set(getattr(self, name))
+            if clash:
+                raise ValueError(f"Chapter10Plan.{name} cannot set {', '.join(sorted(clash))} (chapter 10 sets them)")
+
+
 CHAPTER10_PLANS = {
     "toy": Chapter10Plan("toy", note="every concept, method, seed and length; 2 CPU cores, about 40 minutes"),
     # about an hour on a free Colab T4 (erasure_lib.runtime computes it; chapter 10 prints it)
@@ -146,8 +156,9 @@ CHAPTER10_PLANS = {
         esd=MappingProxyType({"sample_from": "frozen", "timestep": "grid", "optimizer": "adafactor"}),
         co_erasing=MappingProxyType({"image_number": 50, "optimizer": "adafactor"}),
         note="a free Colab T4 in about an hour: nudity only, ESD-u / UCE / Co-Erasing, one seed, no ablation or "
-             "curve, 150 prompts; ESD samples its x_t pool once from the frozen model (the official esd_sd.py) "
-             "instead of from the model being trained (train-esd.py); Co-Erasing generates 50 concept images "
+             "curve, 150 prompts; ESD samples its x_t pool once from the frozen model at grid timesteps (the "
+             "official esd_sd.py) instead of from the model being trained at bin timesteps (train-esd.py); "
+             "Co-Erasing generates 50 concept images "
              "(the code: 100); both train with Adafactor, which fits a 16 GB T4 (the papers' Adam does not: "
              "erasure_lib.memory)"),
     "sd14-paper": Chapter10Plan(

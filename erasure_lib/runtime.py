@@ -21,9 +21,17 @@ On top of the benchmark, three approximations, stated so they can be checked onc
   checkpointing recomputes the blocks (:data:`CHECKPOINT_FACTOR`);
 * a VAE decode of one 512x512 image costs its FLOPs over a UNet row's (:func:`decode_rows`, counted by
   ``torch.utils.flop_counter`` on the meta-device models of SD v1.4's configs: about 3.1 UNet rows);
+* a call narrower than 2 rows (a batch-1 training step) is priced at the 2-row rate; an A100 is far from
+  saturated there (43 rows/s at 2 rows, 93 at 8), so its training phases may take up to about twice as long;
 * the text encoder, the IP-Adapter's image encoder, the optimizer step, the judges (NudeNet runs on the CPU),
-  CLIP and FID features, model downloads and Python overhead are not counted. The totals are lower bounds of
-  the wall clock, to within these terms.
+  CLIP and FID features, the FID bootstrap (cheap at the Colab sizes, :func:`erasure_lib.metrics.fid.
+  frechet_distance_low_rank`; at the papers' 3,000 COCO images each resample is a 2048 x 2048 matrix square
+  root), model downloads and Python overhead are not counted. The totals are lower bounds of the wall clock.
+
+Only the UNet calls are checked against the real ones (``tests/test_runtime.py``); the decodes are counted per
+sampling batch (the pipeline decodes in chunks of 8: the same images) and the evaluation as one stream at the
+profile's guidance (rows with their own guidance, as in UnlearnDiffAtk, are sampled in their own batches: a
+little more, narrower calls).
 """
 from __future__ import annotations
 
@@ -207,20 +215,25 @@ def evaluation_images(profile: str, sizes=None, seeds_per_prompt: int | None = N
 
 def chapter01(profile: str = "sd14", sizes=None, seeds_per_prompt: int | None = None,
               steps: int | None = None) -> Work:
-    """Chapter 01 on ``profile``: one evaluation pass of the unedited model (the guidance sweep is the toy's)."""
+    """Chapter 01 on ``profile``: its batch-invariance probe (6 prompts at batch 1 and at batch 64, CFG 5) and one
+    evaluation pass of the unedited model (the guidance sweep is the toy's)."""
     from .profiles import get_profile
 
     settings = get_profile(profile)
-    return sampling(evaluation_images(profile, sizes, seeds_per_prompt), steps or settings.steps,
-                    settings.guidance, settings.batch_size, phase="evaluation: unedited")
+    steps = steps or settings.steps
+    probe = (sampling(6, steps, 5.0, 1, phase="batch-invariance probe")
+             + sampling(6, steps, 5.0, 64, phase="batch-invariance probe"))
+    return probe + sampling(evaluation_images(profile, sizes, seeds_per_prompt), steps, settings.guidance,
+                            settings.batch_size, phase="evaluation: unedited")
 
 
 def chapter10(profile: str = "sd14", preset: str | None = None, sizes=None, seeds_per_prompt: int | None = None,
               steps: int | None = None, **plan_overrides) -> Work:
     """Chapter 10's GPU work for its plan (:func:`erasure_lib.profiles.chapter10_plan`, with ``plan_overrides``
-    such as ``claim_seeds=(0,)``): every distinct edit trained once and every distinct model evaluated once, as
-    the notebook caches them (the main table's ESD-u is Co-Erasing's text stage, the ablation's text-only and
-    full variants and the curve's and claim's default runs are the main table's)."""
+    such as ``claim_seeds=(0,)``). As the notebook caches them, every distinct edit is trained once and every
+    distinct model evaluated once: edits are told apart by their configs (the cache's key), so the main table's
+    ESD-u is Co-Erasing's text stage, the ablation's text-only and full variants, the curve's default lengths and
+    the claim's seed 0 are the main table's edits whenever their configs are."""
     import dataclasses
 
     from .profiles import chapter10_plan, get_profile
@@ -229,48 +242,42 @@ def chapter10(profile: str = "sd14", preset: str | None = None, sizes=None, seed
     settings = get_profile(profile)
     plan = dataclasses.replace(chapter10_plan(profile, preset), **plan_overrides)
     names = list(plan.concepts or concepts(profile))
-    sizes = sizes if sizes is not None else plan.sizes
-    n = evaluation_images(profile, sizes, seeds_per_prompt)
+    n = evaluation_images(profile, sizes if sizes is not None else plan.sizes, seeds_per_prompt)
     steps = steps or settings.steps
-
-    def esd_cfg(method, **kw):
-        return method_config(method, profile, **{**plan.esd, **kw})
-
-    def co_cfg(**kw):
-        seed = kw.get("seed", 0)
-        return method_config("Co-Erasing", profile, **{**plan.co_erasing, **kw},
-                             text_stage=esd_cfg("ESD-u", seed=seed))
-
     trained, evaluated = {}, {"unedited"}
+
+    def esd_edit(name, method, seed=0, iterations=None):  # the notebook's esd_edit
+        cfg = method_config(method, profile, **{**plan.esd, "seed": seed,
+                                                 "iterations": iterations or method_config(method, profile).iterations})
+        trained.setdefault((name, cfg), esd(cfg, phase=f"{method} ({name})"))
+        return (name, cfg)
+
+    def co_edit(name, variant="full", seed=0, iterations=None):  # the notebook's co_edit
+        default = method_config("Co-Erasing", profile, **plan.co_erasing)
+        text = method_config("ESD-u", profile, **{**plan.esd, "seed": seed,
+                                                   "iterations": default.text_stage.iterations})
+        cfg = method_config("Co-Erasing", profile, **{**plan.co_erasing, "variant": variant, "seed": seed,
+                                                      "iterations": iterations or default.iterations,
+                                                      "text_stage": text})
+        if variant != "image_only":
+            esd_edit(name, "ESD-u", seed)  # the text stage: an ESD-u edit, trained (once) before stage 2
+        trained.setdefault((name, cfg), co_erasing(cfg, text_stage=False))
+        return (name, cfg)
+
+    makers = {"ESD-x": lambda c: esd_edit(c, "ESD-x"), "ESD-u": lambda c: esd_edit(c, "ESD-u"),
+              "UCE": lambda c: (c, "UCE"), "Co-Erasing": lambda c: co_edit(c)}
     for name in names:
-        for method in plan.methods:
-            key = (name, method, 0, None, "full")
-            evaluated.add(key)
-            if method in ("ESD-x", "ESD-u"):
-                trained[key] = esd(esd_cfg(method), phase=f"{method} ({name})")
-            elif method == "Co-Erasing":
-                trained[key] = co_erasing(co_cfg(), text_stage=False) + (
-                    Work() if "ESD-u" in plan.methods else esd(esd_cfg("ESD-u"), phase=f"ESD-u ({name})"))
+        evaluated.update(makers[m](name) for m in plan.methods)
     sensitive = "nudity"
     if plan.ablation:
-        for variant in ("image_only", "text_image"):
-            key = (sensitive, "Co-Erasing", 0, None, variant)
-            evaluated.add(key)
-            trained[key] = co_erasing(co_cfg(variant=variant), text_stage=False)
-    for it in plan.tradeoff_iterations:
-        for method in ("ESD-u", "Co-Erasing"):
-            key = (sensitive, method, 0, it, "full")
-            evaluated.add(key)
-            trained[key] = (esd(esd_cfg("ESD-u", iterations=it), phase="ESD-u (curve)") if method == "ESD-u"
-                            else co_erasing(co_cfg(iterations=it), text_stage=False))
+        evaluated.update([esd_edit(sensitive, "ESD-u")] + [co_edit(sensitive, v) for v in
+                                                           ("image_only", "text_image", "full")])
+    default_esd = method_config("ESD-u", profile).iterations
+    default_co = method_config("Co-Erasing", profile, **plan.co_erasing).iterations
+    evaluated.update(esd_edit(sensitive, "ESD-u", iterations=it) for it in set(plan.tradeoff_iterations) | {default_esd})
+    evaluated.update(co_edit(sensitive, iterations=it) for it in set(plan.tradeoff_iterations) | {default_co})
     for s in plan.claim_seeds:
-        if s == 0:
-            continue
-        for method in ("ESD-u", "Co-Erasing"):
-            key = (sensitive, method, s, None, "full")
-            evaluated.add(key)
-            trained[key] = (esd(esd_cfg("ESD-u", seed=s), phase="ESD-u (claim)") if method == "ESD-u"
-                            else co_erasing(co_cfg(seed=s), text_stage=False))
+        evaluated.update([esd_edit(sensitive, "ESD-u", s), co_edit(sensitive, seed=s)])
     work = Work()
     for w in trained.values():
         work = work + w

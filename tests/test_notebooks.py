@@ -134,6 +134,6 @@ def test_co_erasing_notebook_default_sd14_plan_runs_on_the_sd14_test_model(tmp_p
     claim = pd.read_csv(out / "claim.csv")
     assert set(claim.seed) == {0} and set(claim.method) == {"ESD-u", "Co-Erasing"}
     tradeoff = pd.read_csv(out / "tradeoff.csv")
-    assert len(tradeoff) == 2  # only the default lengths (cached: the main table's edits)
+    assert len(tradeoff) == 2  # only the default lengths, the main table's edits (evaluated once)
     provenance = (out / "main.json").read_text()
     assert '"sample_from": "frozen"' in provenance and '"optimizer": "adafactor"' in provenance

@@ -50,17 +50,25 @@ def test_esd_work_is_the_calls_esd_makes(toy_pipe, unpadded, config):
     assert _counted(counted.calls) == _expected(runtime.esd(config))
 
 
-@pytest.mark.parametrize("variant", ["full", "image_only"])
-def test_co_erasing_work_is_the_calls_co_erasing_makes(toy_pipe, toy_ip_pipe, unpadded, variant):
+@pytest.mark.parametrize("variant, options, ready_text_stage", [
+    ("full", {}, True),
+    ("image_only", {}, True),
+    ("full", {"start_guidance": 3.0}, True),                  # a CFG x_t pool
+    ("text_image", {"bug_compatible_sampling": True}, True),  # the reference's upward walk, conditional only
+    ("full", {}, False),                                       # the text stage trained inside erase
+], ids=["full", "image-only", "cfg-pool", "bug-compatible", "with-text-stage"])
+def test_co_erasing_work_is_the_calls_co_erasing_makes(toy_pipe, toy_ip_pipe, unpadded, variant, options,
+                                                        ready_text_stage):
     text_cfg = esd.ESDConfig(parameter_set="esd-u", iterations=2, pool_size=2, ddim_steps=4)
-    text = esd.erase(toy_pipe, "a nude person", text_cfg, progress=False)
+    text = esd.erase(toy_pipe, "a nude person", text_cfg, progress=False) if ready_text_stage else None
     config = co_erasing.CoErasingConfig(variant=variant, iterations=40, pool_size=3, ddim_steps=4, image_number=5,
-                                        image_steps=3, text_stage=text_cfg)
+                                        image_steps=3, text_stage=text_cfg, **options)
     with runtime.UNetCalls(toy_pipe.unet) as plain, runtime.UNetCalls(toy_ip_pipe.unet) as ip:
         co_erasing.erase(toy_pipe, toy_ip_pipe, "a nude person", config, progress=False,
                          text_edit=None if variant == "image_only" else text)
     # 40 iterations make two target batches (32 + 8): the batching is counted too
-    assert _counted(plain.calls + ip.calls) == _expected(runtime.co_erasing(config, text_stage=False))
+    expected = runtime.co_erasing(config, text_stage=not ready_text_stage and variant != "image_only")
+    assert _counted(plain.calls + ip.calls) == _expected(expected)
 
 
 def test_throughput_is_the_published_benchmark():
@@ -87,13 +95,6 @@ def test_vae_decode_costs_a_few_unet_rows():
     assert 1.0 < runtime.decode_rows() < 10.0
 
 
-def test_training_costs_more_than_inference_and_checkpointing_more_still():
-    infer = runtime.Calls("x", "infer", 1, 10).forward_rows()
-    train = runtime.Calls("x", "train", 1, 10).forward_rows()
-    ckpt = runtime.Calls("x", "train", 1, 10, checkpointed=True).forward_rows()
-    assert infer == 10 and train == 30 and ckpt == 40
-
-
 def test_evaluation_images_count_the_sets():
     assert runtime.evaluation_images("sd14", CHAPTER10_PLANS["sd14"].sizes) == 40 + 40 + 20 + 10 + 40
     assert runtime.evaluation_images("sd14", CHAPTER10_PLANS["sd14-paper"].sizes) == 142 + 931 + 50 + 100 + 3000
@@ -111,6 +112,15 @@ def test_chapter10_trains_every_distinct_edit_once():
     assert default.unet_calls("train") == 1000 + 1000  # ESD-u and Co-Erasing on nudity
     # a plan override reaches the count: two more claim seeds train two more ESD-u and Co-Erasing edits
     assert runtime.chapter10("sd14", claim_seeds=(0, 1, 2)).unet_calls("train") == 6000
+    # a curve length equal to the default is the main table's edit, as in the notebook's cache
+    assert runtime.chapter10("sd14", tradeoff_iterations=(1000,)).unet_rows() == default.unet_rows()
+    # without ESD-u in the main table, Co-Erasing's text stage (an ESD-u edit) is still trained, once
+    assert runtime.chapter10("sd14", methods=("UCE", "Co-Erasing")).unet_calls("train") == 2000
+
+
+def test_chapter01_counts_its_probe_and_one_evaluation_pass():
+    # 346 prompts x 25 steps x 2 rows, plus the batch-invariance probe: 2 x 6 prompts x 25 steps x 2 rows
+    assert runtime.chapter01("sd14").unet_rows() == 346 * 50 + 600
 
 
 def test_the_default_sd14_plan_is_about_an_hour_on_a_t4():
@@ -136,3 +146,5 @@ def test_chapter10_plans():
         chapter10_plan("toy", "sd14-paper")
     with pytest.raises(ValueError, match="unknown profile"):
         chapter10_plan("sd15")
+    with pytest.raises(ValueError, match="cannot set iterations"):
+        dataclasses.replace(sd14, esd={"iterations": 10})

@@ -51,7 +51,8 @@ from torch import nn
 from ._common import ImageBatch, resolve_device, sha256_file, to_uint8_nhwc
 from .bootstrap import Estimate, bootstrap_ci
 
-__all__ = ["FID_PRESETS", "FeatureSpec", "LOW_RANK_MIN_DIMS", "fid", "frechet_distance_low_rank", "load_feature_extractor"]
+__all__ = ["FID_PRESETS", "FeatureSpec", "LOW_RANK_MIN_DIMS", "fid", "frechet_distance_low_rank",
+           "load_feature_extractor"]
 
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name
 
