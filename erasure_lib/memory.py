@@ -129,14 +129,21 @@ def meta_unet(unet_config: Mapping = SD14_UNET_CONFIG, ip_tokens: int = 0):
     return unet
 
 
+def meta_vae(vae_config: Mapping = SD14_VAE_CONFIG):
+    """The VAE of ``vae_config`` on the meta device (shapes, no data)."""
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        return AutoencoderKL(**{k: v for k, v in dict(vae_config).items() if not k.startswith("_")})
+
+
 @functools.lru_cache(maxsize=None)
 def _component_parameters() -> dict[str, int]:
-    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     with torch.device("meta"):
         models = {"text_encoder": CLIPTextModel(CLIPTextConfig(**SD14_TEXT_ENCODER_CONFIG)),
-                  "vae": AutoencoderKL(**SD14_VAE_CONFIG),
+                  "vae": meta_vae(),
                   "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**IP_ADAPTER_IMAGE_ENCODER_CONFIG))}
     return {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
 
@@ -332,12 +339,8 @@ def _unet_inference(config_json: str, rows: int, fp16: bool, ip_tokens: int, tex
 @functools.lru_cache(maxsize=None)
 def _vae_decode(vae_json: str, latent: int, images: int, fp16: bool) -> int:
     """Peak bytes of decoding ``images`` latents of ``latent`` x ``latent`` with the VAE, no grad."""
-    from diffusers import AutoencoderKL
-
     dtype = _FP16 if fp16 else _FP32
-    with torch.device("meta"):
-        config = {k: v for k, v in json.loads(vae_json).items() if not k.startswith("_")}
-        vae = _module_to(AutoencoderKL(**config), dtype).eval()
+    vae = _module_to(meta_vae(json.loads(vae_json)), dtype).eval()
     z = torch.empty(images, vae.config.latent_channels, latent, latent, device="meta", dtype=dtype)
     live = _LiveBytes([*vae.parameters(), *vae.buffers(), z])
     with torch.no_grad(), _as_on_cuda(False), live:

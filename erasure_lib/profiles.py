@@ -134,7 +134,6 @@ class Chapter10Plan:
     co_erasing: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     note: str = ""
 
-
     def __post_init__(self):
         # the notebook sets these per edit (main table, curve, claim, ablation): a plan must not
         fixed = {"esd": {"iterations", "seed", "parameter_set"},

@@ -75,21 +75,17 @@ def rows_per_second(gpu: str, rows: int) -> float:
 @functools.lru_cache(maxsize=None)
 def decode_rows() -> float:
     """FLOPs of one 512x512 VAE decode over those of one UNet row (SD v1.4's configs, on the meta device)."""
-    from diffusers import AutoencoderKL
     from torch.utils.flop_counter import FlopCounterMode
 
     from . import memory
-    from .testing.sd14_model import SD14_CONFIGS
 
-    unet = memory.meta_unet()
-    with torch.device("meta"):
-        vae = AutoencoderKL(**{k: v for k, v in SD14_CONFIGS["vae"].items() if not k.startswith("_")})
+    unet, vae = memory.meta_unet(), memory.meta_vae()
+    x, t, c, _ = memory._inputs(unet, 1, 77, 0)
     with torch.no_grad(), FlopCounterMode(display=False) as count:
-        unet(torch.zeros(1, 4, 64, 64, device="meta"), torch.zeros(1, device="meta"),
-             encoder_hidden_states=torch.zeros(1, 77, 768, device="meta"))
+        unet(x, t, encoder_hidden_states=c)
     unet_flops = count.get_total_flops()
     with torch.no_grad(), FlopCounterMode(display=False) as count:
-        vae.decode(torch.zeros(1, 4, 64, 64, device="meta"))
+        vae.decode(torch.empty_like(x))
     return count.get_total_flops() / unet_flops
 
 
@@ -141,6 +137,11 @@ class Work:
         return pd.DataFrame(list(rows.values()))
 
 
+def _cfg(guidance: float) -> int:
+    """UNet rows per image: 2 with classifier-free guidance (any guidance but 1, as in sampling.denoise), else 1."""
+    return 2 if guidance != 1.0 else 1
+
+
 def _batched(n: int, batch: int) -> list[int]:
     """Sizes of the batches that split ``n`` items into chunks of at most ``batch``."""
     return [min(batch, n - i) for i in range(0, n, batch)]
@@ -150,8 +151,7 @@ def sampling(images: int, steps: int, guidance: float, batch_size: int, phase: s
              decode: bool = True) -> Work:
     """``images`` images of ``steps`` DDIM steps in batches of ``batch_size`` (the GPU pads nothing:
     :func:`erasure_lib.sampling.row_block` is 1 there), with CFG unless ``guidance`` is 1, and their decodes."""
-    cfg = 2 if guidance != 1.0 else 1
-    out = [Calls(phase, "infer", b * cfg, steps) for b in _batched(images, batch_size)]
+    out = [Calls(phase, "infer", b * _cfg(guidance), steps) for b in _batched(images, batch_size)]
     if decode:
         out += [Calls(phase, "decode", b, 1) for b in _batched(images, batch_size)]
     return Work(out)
@@ -161,7 +161,7 @@ def esd(config, phase: str | None = None) -> Work:
     """The UNet calls of :func:`erasure_lib.methods.esd.erase` with ``config`` (an ``ESDConfig``)."""
     phase = phase or f"ESD {config.parameter_set}"
     pools = 1 if config.sample_from == "frozen" else math.ceil(config.iterations / config.refresh_every)
-    cfg = 2 if config.start_guidance != 1.0 else 1
+    cfg = _cfg(config.start_guidance)
     pool = [Calls(f"{phase}: x_t pool", "infer", b * cfg, config.ddim_steps)
             for b in _batched(config.pool_size, config.sample_batch_size)] * pools
     recorded = config.timestep == "grid" and config.sample_from == "frozen" and cfg == 2
@@ -177,13 +177,12 @@ def co_erasing(config, text_stage: bool = True, image_batch_size: int = 32, targ
     the text stage (an ESD-u edit) is passed in ready (as chapter 10 does: it is the main table's ESD-u)."""
     work = sampling(config.image_number, config.image_steps, config.image_guidance, image_batch_size,
                     phase="Co-Erasing: concept images")
-    if text_stage and config.variant not in ("image_only",):
+    if text_stage and config.variant != "image_only":
         work = work + esd(config.text_stage, phase="Co-Erasing: text stage (ESD-u)")
     if config.variant == "text_only":
         return work
-    cfg = 2 if config.start_guidance != 1.0 else 1
-    pool_calls = (config.ddim_steps, config.pool_size * (1 if config.bug_compatible_sampling else cfg))
-    work = work + Work([Calls("Co-Erasing: x_t pool", "infer", pool_calls[1], pool_calls[0])])
+    pool_rows = config.pool_size * (1 if config.bug_compatible_sampling else _cfg(config.start_guidance))
+    work = work + Work([Calls("Co-Erasing: x_t pool", "infer", pool_rows, config.ddim_steps)])
     work = work + Work([Calls("Co-Erasing: frozen targets", "infer", b, 2)
                         for b in _batched(config.iterations, target_batch)])
     return work + Work([Calls("Co-Erasing: training", "train", 1, config.iterations, config.gradient_checkpointing)])
