@@ -2,7 +2,10 @@
 changed UNet weights, ``dict[str, torch.Tensor]`` keyed by diffusers parameter names (see :mod:`.edits`).
 
 * :mod:`.uce`: Unified Concept Editing, closed-form edit of every cross-attention ``to_k``/``to_v``;
-* :mod:`.esd`: Erased Stable Diffusion, negative-guidance fine-tuning (ESD-x, ESD-x-strict, ESD-u, ...).
+* :mod:`.esd`: Erased Stable Diffusion, negative-guidance fine-tuning (ESD-x, ESD-x-strict, ESD-u, ...);
+* :mod:`.co_erasing`: Co-Erasing, ESD-u followed by text + refined image-token erasure;
+* :mod:`.trce`: TRCE, the [EoT] remap of every cross-attention ``to_k``/``to_v`` (closed form), then denoising
+  trajectory steering of ``attn1`` and ``attn2.to_q``.
 
 Usage::
 

@@ -126,8 +126,13 @@ def solve(w: torch.Tensor, c_erase: torch.Tensor, v_erase: torch.Tensor, c_keep:
                          f"for {a.shape[0]} dimensions): use lamb > 0") from None
 
 
-def normal_equations(w, c_erase, v_erase, c_keep, params: UCEConfig):
-    """``(A, B)`` of the normal equations ``W' A = B`` of UCE's objective for one matrix (see the module docstring)."""
+def normal_equations(w, c_erase, v_erase, c_keep, params: UCEConfig, keep_gram: torch.Tensor | None = None):
+    """``(A, B)`` of the normal equations ``W' A = B`` of UCE's objective for one matrix (see the module docstring).
+
+    ``keep_gram (d, d)``: a preservation prior given as its Gram matrix ``sum_j c_j c_j^T`` instead of rows (TRCE's
+    COCO cache, MACE's ``cache_coco``: millions of token embeddings summed once); it joins ``c_keep``'s terms with
+    the same ``preserve_scale``, its targets being ``W c_j`` (so its ``B`` term is ``W keep_gram``). This is the
+    closed form the library's editing methods share (``specs/uce.md`` section 4)."""
     w = w.detach().double()
     c_erase, v_erase, c_keep = c_erase.double(), v_erase.double(), c_keep.double()
     d = w.shape[1]
@@ -138,6 +143,12 @@ def normal_equations(w, c_erase, v_erase, c_keep, params: UCEConfig):
     v_keep = c_keep @ w.T
     a += params.preserve_scale * c_keep.T @ c_keep
     b += params.preserve_scale * v_keep.T @ c_keep
+    if keep_gram is not None:
+        if keep_gram.shape != (d, d):
+            raise ValueError(f"keep_gram has shape {tuple(keep_gram.shape)}, expected ({d}, {d})")
+        gram = keep_gram.to(device=w.device, dtype=torch.float64)
+        a += params.preserve_scale * gram
+        b += params.preserve_scale * w @ gram
     return a, b
 
 
