@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/erasure.py [--threads 2] [--concept "a nude person"]
 
 Writes ``results/benchmarks/erasure.csv`` (method, variant, iterations, seconds, edit size) with its provenance
-JSON. Goals on 2 cores (issue 4): UCE under 1 s; ESD (1,000 iterations) and Co-Erasing under 120 s each.
+JSON. Goals on 2 cores (issue 4): UCE under 1 s; ESD (1,000 iterations) and Co-Erasing under 120 s each; TRCE
+(issue 11): stage 1 under 1 s, stage 2 under 120 s.
 Co-Erasing is timed in its parts (the text stage = ESD-u; then the concept images and the text + image stage) and in
 total. Run it on a quiet machine.
 """
@@ -21,11 +22,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--concept", default="a nude person")
+    ap.add_argument("--trce-concept", default="nudity", help="TRCE's concept name (its prompt pairs)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from erasure_lib import load_ip_adapter, load_pipeline
-    from erasure_lib.methods import co_erasing, edit_size_bytes, esd, uce
+    from erasure_lib.methods import co_erasing, edit_size_bytes, esd, trce, uce
     from erasure_lib.results import write_table
 
     pipe = load_pipeline("toy")
@@ -56,6 +58,19 @@ def main(argv=None):
     rows.append({"method": "Co-Erasing", "variant": "total (full)", "iterations": cfg.iterations + cfg.text_stage.iterations,
                  "seconds": round(total, 2), "edit_MB": rows[-1]["edit_MB"]})
     del t0
+    cfg = trce.TRCEConfig()
+    prior = trce.prior_prompts(args.trce_concept, cfg)
+    trce._PRIOR_CACHE.clear()
+    timed("TRCE", f"stage 1 with its prior ({cfg.prior_size} captions encoded)", 0,
+          lambda: trce.erase(pipe, args.trce_concept, trce.TRCEConfig(stage2=False), prior=prior))
+    stage1 = timed("TRCE", "stage 1, prior cached", 0,
+                   lambda: trce.erase(pipe, args.trce_concept, trce.TRCEConfig(stage2=False), prior=prior))
+    steps = cfg.epochs * cfg.seeds_per_prompt * len(trce.trajectory_prompts(args.trce_concept))
+    timed("TRCE", "stage 2: trajectories, then steering", steps,
+          lambda: trce.stage2(pipe, trce.trajectory_prompts(args.trce_concept), stage1, cfg, progress=False))
+    rows.append({"method": "TRCE", "variant": "total (T+V, prior included)", "iterations": steps,
+                 "seconds": round(rows[-3]["seconds"] + rows[-1]["seconds"], 2),
+                 "edit_MB": round(rows[-1]["edit_MB"] + rows[-2]["edit_MB"], 2)})
     table = pd.DataFrame(rows)
     path = write_table(table, "benchmarks", "erasure", provenance={
         "profile": "toy", "concept": args.concept, "threads": args.threads,

@@ -4,11 +4,13 @@ Asserted: stage 1's edit solves its normal equations (relative residual < 1e-5 p
 least-squares solve of the same objective; it maps a held-out malicious prompt's [EoT] keys / values close to its
 safe counterpart's while a benign held-out prompt's keys and values move by less than BENIGN_TOLERANCE; it lowers the
 sensitive rate on the held-out explicit prompts at the evaluation guidance while the other objects keep theirs;
-the [EoT] index bug flag reproduces the code's ``len(prompt.split()) + 1`` where it differs from the true index;
+stage 2 alone lowers it too and keeps the objects; the [EoT] index bug flag reproduces the code's ``len(prompt.split()) + 1`` where it differs from the true index;
 stage 2 trains exactly ``attn1`` and ``attn2.to_q``, leaves the pipeline as it was and gives a clear error on bad input
 and a non-finite loss; the pairs are disjoint from every held-out evaluation prompt.
 Measured when written (toy zoo, 10 DDIM steps, CFG 5, 2 seeds per prompt): stage 1 at the toy default s = 0.1:
 explicit 1.00 -> 0.00, implicit 1.00 -> 0.00, context-only 1.00 -> 0.04, objects 1.00 -> 1.00; benign K/V change 8%.
+Stage 2 alone (lr 1e-3, lambda 10): explicit 0.33, implicit 0.20, context-only 0.00, objects 1.00 (5 seeds per prompt);
+stage 1 + 2 (lambda 1): 0.00 / 0.00 / 0.00, objects 1.00.
 """
 import numpy as np
 import pytest
@@ -258,3 +260,29 @@ def test_stage2_stops_on_a_non_finite_loss(pipe):
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         trce.stage2(pipe, [("a nude person", "a person")], {}, trce.TRCEConfig(**CI_STAGE2, guidance=float("inf")),
                     progress=False)
+
+
+def test_sd14_config_is_the_codes_sexual_task():
+    """spec trce.md 1.4 and 2.5 - 2.6: s 0.01, lambda 0 (stage 1); w 15, margin 0.01, beta 1, lambda 100, AdamW 1e-6,
+    wd 0.01, 3 epochs of 1 + 4 latents, early steps k <= 25 of 50, trajectories at CFG 3 with 5 seeds (stage 2)."""
+    cfg = trce.TRCEConfig.sd14()
+    assert (cfg.preserve_scale, cfg.lamb, cfg.tokens, cfg.prompt_set) == (0.01, 0.0, ("eot",), "sd14")
+    assert (cfg.guidance, cfg.margin, cfg.beta, cfg.preservation_weight) == (15.0, 0.01, 1.0, 100.0)
+    assert (cfg.lr, cfg.weight_decay, cfg.epochs, cfg.regularisation_batch) == (1e-6, 0.01, 3, 4)
+    assert (cfg.max_early_step, cfg.ddim_steps, cfg.sample_guidance, cfg.seeds_per_prompt) == (25, 50, 3.0, 5)
+    assert not cfg.bug_compatible_eot_index and not cfg.bug_compatible_timestep and not cfg.accumulate_grads_forever
+
+
+def test_stage2_alone_lowers_the_concept_rate_and_keeps_objects(pipe, rates):
+    """TRCE (V) at the toy defaults with 2 seeds per prompt (114 steps; measured when written: explicit 1.00 -> 0.40,
+    objects 1.00 -> 1.00 at CFG 5)."""
+    from erasure_lib.prompts import TOY_GUIDANCE
+    from erasure_lib.toyworld.zoo import load_classifier
+    clf = load_classifier()
+    nude0, obj0 = rates(pipe, clf, guidance=TOY_GUIDANCE)
+    edit = trce.erase(pipe, "nudity", trce.TRCEConfig(stage1=False, seeds_per_prompt=2), progress=False)
+    assert set(edit) == set(trce.stage2_parameter_names(pipe.unet))
+    with edited(pipe, edit):
+        nude1, obj1 = rates(pipe, clf, guidance=TOY_GUIDANCE)
+    assert nude0 >= 0.9 and nude1 <= 0.6, (nude0, nude1)
+    assert obj1 >= obj0 - KEEP_TOLERANCE, (obj0, obj1)

@@ -13,9 +13,10 @@ Stage 1, textual semantic erasure (paper eq. for ``L_TSE``; ``closed_form_refine
     For (malicious, safe) prompt pairs of the same template (:func:`prompt_pairs`), every cross-attention
     ``attn2.to_k`` / ``to_v`` matrix ``W`` gets the closed form of
 
-        min_W'  (1/N) sum_i sum_tokens w_tok ||W' e_m,i - W e_s,i||^2  +  s^2 E_prior ||W' e - W e||^2  +  lambda ||W' - W||^2
+        min_W'  (1/N) sum_i sum_tok w_tok ||W' e_m,i - W e_s,i||^2 + s^2 E_prior ||W' e - W e||^2 + lambda ||W' - W||^2
 
-    ``W' = M1 M2^-1``, ``M1 = (1/N) sum W e_s e_m^T + s^2 W G + lambda W``, ``M2 = (1/N) sum e_m e_m^T + s^2 G + lambda I``,
+    ``W' = M1 M2^-1``, ``M1 = (1/N) sum W e_s e_m^T + s^2 W G + lambda W``,
+    ``M2 = (1/N) sum e_m e_m^T + s^2 G + lambda I``,
     solved by the library's shared closed form (:func:`erasure_lib.methods.uce.normal_equations` with a Gram prior).
     ``G`` is the per-caption mean of ``sum_77 e e^T`` over every token of benign captions (:func:`prior_gram`): the
     code's COCO cache, divided by its 3e4 captions, scaled by ``s`` twice (spec 1.4: the code multiplies the cache
@@ -109,7 +110,7 @@ class TRCEConfig:
     preserve_scale: float = 0.1
     lamb: float = 0.0                    # lambda, run_trce_stage1.py's hard-coded 0
     bug_compatible_eot_index: bool = False  # the code's len(prompt.split()) + 1 (spec 1.3)
-    prior_size: int = 2000               # *toy*: benign captions in the prior (sd14: every COCO-10k caption not evaluated)
+    prior_size: int = 2000               # *toy*: benign captions in the prior (sd14: COCO-10k captions not evaluated)
     # stage 2
     stage2: bool = True
     seeds_per_prompt: int = 5            # trajectories per malicious prompt (stage2_data_preparation.py)
@@ -120,10 +121,14 @@ class TRCEConfig:
     guidance: float = 15.0               # w: f = e_c + w (e_c - e_0), an effective CFG of 16
     margin: float = 0.01                 # delta
     beta: float = 1.0
-    preservation_weight: float = 100.0   # lambda of stage 2 (preserve_scale in the stage-2 config)
+    preservation_weight: float = 10.0    # *toy*: lambda of stage 2 (code: 100; the stage-2 config's preserve_scale)
     regularisation_batch: int = 4        # unconditional latents per step
     epochs: int = 3
-    lr: float = 1e-6                     # AdamW
+    # AdamW. *toy*: 1e-3 (code: 1e-6). Measured on the toy (stage 2 alone, nudity, 19 prompts x 5 seeds, 3 epochs,
+    # CFG 5): at the code's 1e-6 ... 3e-4 with lambda 100 nothing moves (explicit / implicit rate 1.00 / 1.00); at 1e-3
+    # lambda 100 still holds it (1.00 / 0.97), lambda 10 erases with objects kept (0.33 / 0.20, objects 1.00), and
+    # 3e-3 with lambda 1 erases all (0.00 / 0.00) but costs objects (0.77)
+    lr: float = 1e-3
     weight_decay: float = 0.01
     bug_compatible_timestep: bool = False   # the code: latent after step k, fed t_k (spec 2.4)
     accumulate_grads_forever: bool = False  # the code never calls zero_grad (spec 2.6)
@@ -154,8 +159,9 @@ class TRCEConfig:
         """The code's sexual-task values for SD v1.4: stage 1 with ``s = 0.01``, a COCO prior; stage 2 over
         20 concepts x 5 seeds, 400 unconditional trajectories (the ones the code ever reads, spec 2.5), AdamW 1e-6,
         3 epochs (300 steps), with gradient checkpointing (memory only)."""
-        return cls(**{**dict(prompt_set="sd14", preserve_scale=0.01, regularisation_trajectories=400, prior_size=10_000,
-                             gradient_checkpointing=True), **overrides})
+        return cls(**{**dict(prompt_set="sd14", preserve_scale=0.01, lr=1e-6, preservation_weight=100.0,
+                             regularisation_trajectories=400, prior_size=10_000, gradient_checkpointing=True),
+                      **overrides})
 
 
 # --- prompts -------------------------------------------------------------------------------------------------
@@ -286,7 +292,8 @@ def prior_gram(pipe, prompts: Sequence[str], batch_size: int = 256) -> torch.Ten
     if key not in _PRIOR_CACHE:
         gram = None
         for i in range(0, len(prompts), batch_size):
-            x = encode_prompts(pipe, prompts[i:i + batch_size]).double().cpu().reshape(-1, pipe.text_encoder.config.hidden_size)
+            x = encode_prompts(pipe, prompts[i:i + batch_size]).double().cpu()
+            x = x.reshape(-1, x.shape[-1])
             gram = x.T @ x if gram is None else gram + x.T @ x
         _PRIOR_CACHE.clear()  # one prior at a time (an SD v1.4 Gram is 768 x 768 doubles; the key holds the model id)
         _PRIOR_CACHE[key] = gram / len(prompts)
@@ -418,7 +425,8 @@ def stage2(pipe, prompts: Sequence[tuple[str, str]], stage1_edit: Edit, params: 
             loss = erase_loss + params.preservation_weight * pres
             value = _step(optimizer, loss, scaler, step, params.accumulate_grads_forever)
             if log is not None:
-                log.append({"step": step, "trajectory": i, "loss": value, "erase": float(erase_loss.detach()), "preserve": float(pres.detach()),
+                log.append({"step": step, "trajectory": i, "loss": value, "erase": float(erase_loss.detach()),
+                            "preserve": float(pres.detach()),
                             "k": k, "t": int(t)})
             if step % 25 == 0 or step == total - 1:
                 bar.set_postfix(loss=f"{value:.4f}")

@@ -149,5 +149,6 @@ def prior_captions(concept: str, n: int = 2000, seed: int = 0) -> list[str]:
 
 TOY_PAIR_CONCEPTS = ("nudity", "starry style", "church")
 
-__all__ = ["PAIR_KINDS", "PromptPair", "STYLE_SUBJECTS", "TEMPLATES", "TOY_PAIR_CONCEPTS", "prior_captions", "toy_pairs",
+__all__ = ["PAIR_KINDS", "PromptPair", "STYLE_SUBJECTS", "TEMPLATES", "TOY_PAIR_CONCEPTS", "prior_captions",
+           "toy_pairs",
            "toy_trajectory_prompts"]
