@@ -34,8 +34,8 @@ import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["CHAPTER10_PLANS", "Chapter10Plan", "PAPER_SIZES", "PROFILES", "Profile", "SD14_SET_ROWS",
-           "chapter10_plan", "get_profile"]
+__all__ = ["CHAPTER10_PLANS", "CHAPTER11_PLANS", "Chapter10Plan", "Chapter11Plan", "PAPER_SIZES", "PROFILES",
+           "Profile", "SD14_SET_ROWS", "chapter10_plan", "chapter11_plan", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -167,12 +167,58 @@ CHAPTER10_PLANS = {
 }
 
 
-def chapter10_plan(profile: str, preset: str | None = None) -> Chapter10Plan:
-    """Chapter 10's plan: ``preset`` (a key of :data:`CHAPTER10_PLANS`), or the profile's own (``None``)."""
+def _plan(plans: dict, chapter: str, profile: str, preset: str | None):
     get_profile(profile)  # raises on an unknown profile
     name = profile if preset is None else preset
-    if name not in CHAPTER10_PLANS:
-        raise ValueError(f"unknown chapter 10 preset {name!r}; valid: {', '.join(CHAPTER10_PLANS)}")
-    if CHAPTER10_PLANS[name].name.split("-")[0] != profile:
+    if name not in plans:
+        raise ValueError(f"unknown chapter {chapter} preset {name!r}; valid: {', '.join(plans)}")
+    if plans[name].name.split("-")[0] != profile:
         raise ValueError(f"preset {name!r} is not of profile {profile!r}")
-    return CHAPTER10_PLANS[name]
+    return plans[name]
+
+
+def chapter10_plan(profile: str, preset: str | None = None) -> Chapter10Plan:
+    """Chapter 10's plan: ``preset`` (a key of :data:`CHAPTER10_PLANS`), or the profile's own (``None``)."""
+    return _plan(CHAPTER10_PLANS, "10", profile, preset)
+
+
+@dataclass(frozen=True)
+class Chapter11Plan:
+    """What chapter 11 (TRCE) trains and evaluates (its parameters cell's ``preset``; the cell's explicit values win).
+
+    ``methods``: the main table's baselines (TRCE (T) and TRCE (T+V) are always there); ``claim_seeds``; ``ablation``;
+    ``sizes``: prompts per sd14 evaluation set (``None``: the profile's); ``trce``: overrides of the TRCE config (also
+    in its cache key)."""
+    name: str
+    methods: tuple = ("ESD-x", "ESD-u", "UCE", "Co-Erasing")
+    claim_seeds: tuple = (0, 1, 2)
+    ablation: bool = True
+    sizes: MappingProxyType | None = None
+    trce: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    note: str = ""
+
+    def __post_init__(self):
+        clash = {"seed", "stage1", "stage2", "tokens", "bug_compatible_eot_index"} & set(self.trce)
+        if clash:
+            raise ValueError(f"Chapter11Plan.trce cannot set {', '.join(sorted(clash))} (chapter 11 sets them)")
+
+
+CHAPTER11_PLANS = {
+    "toy": Chapter11Plan("toy", note="the sensitive concept, every baseline (chapter 10's cached edits), TRCE with "
+                                     "3 claim seeds and the ablation; 2 CPU cores"),
+    "sd14": Chapter11Plan(
+        "sd14", methods=("ESD-u", "UCE"), claim_seeds=(0,), ablation=False,
+        sizes=MappingProxyType({"unlearndiff": 40, "i2p_sexual": 40, "objects": 20, "big_artists": 10,
+                                "coco_3k": 40}),
+        trce=MappingProxyType({"regularisation_trajectories": 100}),
+        note="nudity, ESD-u and UCE beside TRCE, one seed, no ablation, 150 prompts; stage 2 with 100 unconditional "
+             "trajectories (the code: 2000, of which its sexual run reads 400); not yet timed on a GPU"),
+    "sd14-paper": Chapter11Plan("sd14-paper", methods=("ESD-u", "UCE"), sizes=PAPER_SIZES,
+                                note="the paper's sexual task at its sizes: the full prompt sets, 3 claim seeds, the "
+                                     "ablation (an A100 for hours)"),
+}
+
+
+def chapter11_plan(profile: str, preset: str | None = None) -> Chapter11Plan:
+    """Chapter 11's plan: ``preset`` (a key of :data:`CHAPTER11_PLANS`), or the profile's own (``None``)."""
+    return _plan(CHAPTER11_PLANS, "11", profile, preset)

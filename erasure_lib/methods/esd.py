@@ -297,11 +297,16 @@ def autocast(device, dtype):
 
 
 def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str,
-                      scaler: torch.amp.GradScaler | None = None) -> float:
+                      scaler: torch.amp.GradScaler | None = None, accumulate: bool = False) -> float:
     """One optimiser step on ``loss`` (through ``scaler`` if given); returns its value, and stops with a clear
-    error when it is not finite. The gradients are freed after the step (they are not needed until the next
-    backward, and sampling or a frozen-model call in between should not hold them)."""
-    optimizer.zero_grad(set_to_none=True)
+    error, before stepping, when it is not finite. The gradients are freed after the step (they are not needed
+    until the next backward, and sampling or a frozen-model call in between should not hold them), unless
+    ``accumulate``: then they are never zeroed, and each step sees the sum of every gradient so far (TRCE's code)."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{method} loss became {value} at iteration {iteration}: lower the learning rate")
+    if not accumulate:
+        optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
         optimizer.step()
@@ -309,10 +314,8 @@ def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise FloatingPointError(f"{method} loss became {value} at iteration {iteration}: lower the learning rate")
+    if not accumulate:
+        optimizer.zero_grad(set_to_none=True)
     return value
 
 

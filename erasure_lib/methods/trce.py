@@ -300,37 +300,37 @@ def prior_gram(pipe, prompts: Sequence[str], batch_size: int = 256) -> torch.Ten
     return _PRIOR_CACHE[key]
 
 
-def stage1(pipe, pairs, params: TRCEConfig, prior: torch.Tensor) -> Edit:
-    """Stage 1's edit: the closed form for every ``attn2.to_k`` / ``to_v`` (module docstring). ``prior``: the
-    ``(d, d)`` Gram matrix of :func:`prior_gram`."""
+def _normal_equations(pipe, pairs, params: TRCEConfig, prior: torch.Tensor):
+    """``(parameter name, M2, M1)`` of stage 1's normal equations ``W' M2 = M1`` for every ``attn2.to_k/to_v``."""
     pairs = _as_pairs(pairs)
     c_src, c_tgt = token_rows(pipe, pairs, params)
     solver = uce.UCEConfig(lamb=params.lamb, erase_scale=1.0 / len(pairs), preserve_scale=params.preserve_scale ** 2)
-    edit = {}
-    for name, module in uce.target_modules(pipe.unet).items():
+    modules = uce.target_modules(pipe.unet)
+    if not modules:
+        raise ValueError("this UNet has no cross-attention (attn2) to_k/to_v projections to edit")
+    for name, module in modules.items():
         w = module.weight.detach().float().cpu()
         a, b = uce.normal_equations(w, c_src, c_tgt @ w.double().T, torch.zeros(0, w.shape[1]), solver, keep_gram=prior)
+        yield f"{name}.weight", a, b
+
+
+def stage1(pipe, pairs, params: TRCEConfig, prior: torch.Tensor) -> Edit:
+    """Stage 1's edit: the closed form for every ``attn2.to_k`` / ``to_v`` (module docstring). ``prior``: the
+    ``(d, d)`` Gram matrix of :func:`prior_gram`."""
+    edit = {}
+    for name, a, b in _normal_equations(pipe, pairs, params, prior):
         try:
-            edit[f"{name}.weight"] = torch.linalg.solve(a, b.T).T.float()
+            edit[name] = torch.linalg.solve(a, b.T).T.float()
         except torch.linalg.LinAlgError:
-            raise ValueError(f"TRCE stage 1's system is singular for {name} ({len(c_src)} rows, lamb={params.lamb}, "
+            raise ValueError(f"TRCE stage 1's system is singular for {name} (lamb={params.lamb}, "
                              f"s={params.preserve_scale}): use a prior (preserve_scale > 0) or lamb > 0") from None
-    if not edit:
-        raise ValueError("this UNet has no cross-attention (attn2) to_k/to_v projections to edit")
     return edit
 
 
 def stage1_residuals(pipe, edit: Edit, pairs, params: TRCEConfig, prior: torch.Tensor) -> dict[str, float]:
     """Relative residual ``||W' M2 - M1|| / ||M1||`` of stage 1's normal equations per matrix (float64)."""
-    pairs = _as_pairs(pairs)
-    c_src, c_tgt = token_rows(pipe, pairs, params)
-    solver = uce.UCEConfig(lamb=params.lamb, erase_scale=1.0 / len(pairs), preserve_scale=params.preserve_scale ** 2)
-    out = {}
-    for name, module in uce.target_modules(pipe.unet).items():
-        w = module.weight.detach().float().cpu()
-        a, b = uce.normal_equations(w, c_src, c_tgt @ w.double().T, torch.zeros(0, w.shape[1]), solver, keep_gram=prior)
-        out[f"{name}.weight"] = float((edit[f"{name}.weight"].double() @ a - b).norm() / b.norm())
-    return out
+    return {name: float((edit[name].double() @ a - b).norm() / b.norm())
+            for name, a, b in _normal_equations(pipe, pairs, params, prior)}
 
 
 # --- stage 2 ---------------------------------------------------------------------------------------------------
@@ -423,7 +423,8 @@ def stage2(pipe, prompts: Sequence[tuple[str, str]], stage1_edit: Edit, params: 
                                 + hinge_loss(a_0, f_safe, f_unsafe, params.beta, params.margin))
             pres = (0.01 + sum(F.mse_loss(a_reg[j], e_reg[j]) for j in range(n_reg))) / n_reg
             loss = erase_loss + params.preservation_weight * pres
-            value = _step(optimizer, loss, scaler, step, params.accumulate_grads_forever)
+            value = esd.optimisation_step(optimizer, loss, step, "TRCE stage 2", scaler,
+                                          accumulate=params.accumulate_grads_forever)
             if log is not None:
                 log.append({"step": step, "trajectory": i, "loss": value, "erase": float(erase_loss.detach()),
                             "preserve": float(pres.detach()),
@@ -431,22 +432,6 @@ def stage2(pipe, prompts: Sequence[tuple[str, str]], stage1_edit: Edit, params: 
             if step % 25 == 0 or step == total - 1:
                 bar.set_postfix(loss=f"{value:.4f}")
         return trained.values()
-
-
-def _step(optimizer, loss, scaler, step: int, accumulate: bool) -> float:
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise FloatingPointError(f"TRCE stage 2 loss became {value} at step {step}: lower the learning rate")
-    if not accumulate:
-        optimizer.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return value
 
 
 # --- the method ------------------------------------------------------------------------------------------------
@@ -482,7 +467,8 @@ def erase(pipe, concept: str, params: TRCEConfig = TRCEConfig(), *, pairs=None, 
     return {n: edit[n] for n in sorted(edit, key=order.index)}
 
 
-# Bumped whenever a change alters the numbers erase produces (see esd.IMPLEMENTATION).
+# Bumped whenever a change alters the numbers erase produces (see esd.IMPLEMENTATION), the default prompt pairs,
+# trajectory prompts and prior captions included (the cache key holds the config, not the prompts).
 IMPLEMENTATION = 1
 
 
