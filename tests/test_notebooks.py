@@ -36,6 +36,24 @@ def test_co_erasing_notebook_runs_ci_sized(tmp_path, monkeypatch):
     assert _digest(committed) == before  # the committed results are not touched
 
 
+def test_trce_notebook_runs_ci_sized(tmp_path, monkeypatch):
+    committed = ROOT / "results" / "11_trce" / "main.csv"
+    before = _digest(committed)
+    out = _run("11_trce", tmp_path, monkeypatch, iteration_cap=3, claim_seeds=[0], seeds_per_prompt=1, steps=3,
+               n_boot=20, cache_dir=None)
+    main = pd.read_csv(out / "main.csv")
+    assert list(main.method) == ["SD (unedited)", "ESD-x", "ESD-u", "UCE", "Co-Erasing", "TRCE (T)", "TRCE (T+V)"]
+    assert main[["explicit", "implicit", "context-only", "FID_gen", "FID_real", "CLIP"]].notna().all().all()
+    assert len(pd.read_csv(out / "ablation.csv")) == 8
+    claim = pd.read_csv(out / "claim.csv")
+    assert set(claim.method) == {"TRCE [EoT]", "TRCE [KEY]", "TRCE (T+V)", "ESD-u", "UCE"}
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert list(verdicts.claim) == ["a", "b"]
+    assert set(verdicts.verdict) <= {"confirmed", "not confirmed", "limited by the toy world",
+                                     "not confirmed, limited by the toy world"}
+    assert _digest(committed) == before
+
+
 def test_toy_world_notebook_calibration_runs_ci_sized(tmp_path, monkeypatch):
     """nbval checks chapter 00 as committed but skips its calibration cells (they train edits): here the whole
     chapter runs, small, and writes every calibration table with one row per fact."""
@@ -137,3 +155,26 @@ def test_co_erasing_notebook_default_sd14_plan_runs_on_the_sd14_test_model(tmp_p
     assert len(tradeoff) == 2  # only the default lengths, the main table's edits (evaluated once)
     provenance = (out / "main.json").read_text()
     assert '"sample_from": "frozen"' in provenance and '"optimizer": "adafactor"' in provenance
+
+
+PRIOR = ["a photo of a dog on the grass", "a red car parked on a street", "two people riding bicycles in a park",
+         "a bowl of fruit on a wooden table", "a city skyline at night", "a cat sleeping on a sofa"]
+
+
+def test_trce_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+    """The default sd14 plan: TRCE with the code's SD v1.4 values (TRCEConfig.sd14(), its 300 sexual prompt pairs),
+    ESD-u and UCE beside it, one claim seed, no ablation. The prior is given (COCO-10k is not among the reference
+    prompt files)."""
+    _sd14_env(monkeypatch, sd14_test_world)
+    committed = ROOT / "results" / "11_trce" / "main.csv"
+    before = _digest(committed)
+    out = _run("11_trce", tmp_path, monkeypatch, profile="sd14", iteration_cap=2, seeds_per_prompt=1, steps=2,
+               n_boot=10, cache_dir=None, sd14_sizes=SD14_SIZES, prior_captions=PRIOR)
+    main = pd.read_csv(out / "main.csv")
+    assert list(main.method) == ["SD (unedited)", "ESD-u", "UCE", "TRCE (T)", "TRCE (T+V)"]
+    assert main[["explicit", "implicit", "FID_gen", "CLIP"]].notna().all().all()
+    assert not (out / "ablation.csv").exists()
+    assert set(pd.read_csv(out / "claim.csv").seed) == {0}
+    provenance = (out / "main.json").read_text()
+    assert '"profile": "sd14"' in provenance and "prompt_set='sd14'" in provenance and '"pairs": 300' in provenance
+    assert _digest(committed) == before
