@@ -286,3 +286,48 @@ def test_stage2_alone_lowers_the_concept_rate_and_keeps_objects(pipe, rates):
         nude1, obj1 = rates(pipe, clf, guidance=TOY_GUIDANCE)
     assert nude0 >= 0.9 and nude1 <= 0.6, (nude0, nude1)
     assert obj1 >= obj0 - KEEP_TOLERANCE, (obj0, obj1)
+
+
+def test_stage2_targets_come_from_the_original_model_and_preservation_from_stage_1(pipe):
+    """The trajectories and the hinge targets: original K/V; the preservation reference: stage 1's K/V (spec 2.2)."""
+    cfg = trce.TRCEConfig(**CI_STAGE2)
+    stage1_edit = trce.stage1(pipe, trce.prompt_pairs("nudity")[:40], cfg,
+                              trce.prior_gram(pipe, trce.prior_prompts("nudity", trce.TRCEConfig(prior_size=200))))
+    name = sorted(stage1_edit)[0]
+    weight = dict(pipe.unet.named_parameters())[name]
+    original = weight.detach().clone()
+    seen = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda module, args: seen.append((len(args[0]), torch.equal(weight, original),
+                                          torch.equal(weight, stage1_edit[name]), torch.is_grad_enabled())))
+    try:
+        trce.stage2(pipe, [("a nude person", "a person")], stage1_edit, cfg, progress=False)
+    finally:
+        hook.remove()
+    first_step = next(i for i, s in enumerate(seen) if s[0] == 3)
+    assert all(orig for _, orig, _, _ in seen[:first_step])            # both trajectory pools: the original model
+    targets = [s for s in seen[first_step:] if s[0] == 3]
+    reference = [s for s in seen[first_step:] if s[0] == cfg.regularisation_batch and not s[3]]
+    trained = [s for s in seen[first_step:] if s[3]]
+    assert targets and all(orig for _, orig, _, _ in targets)
+    assert reference and all(s1 for _, _, s1, _ in reference)
+    assert trained and all(s1 and n == 2 + cfg.regularisation_batch for n, _, s1, _ in trained)
+    assert torch.equal(weight, original)                               # and the pipeline is restored
+
+
+def test_optimisation_step_accumulates_gradients_only_when_asked():
+    """TRCE's code never zeroes its gradients: with accumulate=True the step after two losses holds their summed
+    gradients (d(w . x)/dw = x); otherwise they are freed after every step."""
+    from erasure_lib.methods import esd
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(4), torch.randn(4)
+    w = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.SGD([w], lr=0.0)
+    esd.optimisation_step(opt, (w * x1).sum(), 0, "test", accumulate=True)
+    assert torch.allclose(w.grad, x1)
+    esd.optimisation_step(opt, (w * x2).sum(), 1, "test", accumulate=True)
+    assert torch.allclose(w.grad, x1 + x2)
+    esd.optimisation_step(opt, (w * x2).sum(), 2, "test")
+    assert w.grad is None
+    with pytest.raises(ValueError, match="gradient scaler"):
+        esd.optimisation_step(opt, (w * x1).sum(), 3, "test", scaler=torch.amp.GradScaler("cpu"), accumulate=True)

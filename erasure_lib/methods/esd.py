@@ -305,6 +305,9 @@ def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str
     value = float(loss.detach())
     if not math.isfinite(value):
         raise FloatingPointError(f"{method} loss became {value} at iteration {iteration}: lower the learning rate")
+    if accumulate and scaler is not None:
+        raise ValueError(f"{method}: gradients cannot accumulate across steps under fp16's gradient scaler (each step "
+                         "unscales them in place); train an fp32 base to reproduce never-zeroed gradients")
     if not accumulate:
         optimizer.zero_grad(set_to_none=True)
     if scaler is None:

@@ -49,9 +49,13 @@ Stage 2, denoising trajectory steering (``run_trce_stage2.py``; spec 2)
 
     Where the code differs from the paper, the paper is the default and the code a flag (spec 2.4, 2.6):
     ``bug_compatible_timestep=True`` gives the UNet the latent *after* step ``k`` (one DDIM step less noisy) at
-    ``t_k``, and the preservation term a timestep drawn in ``[t_k, t_k + 19]``; ``accumulate_grads_forever=True``
-    never zeroes the gradients, as the code (no ``zero_grad`` anywhere), so every AdamW step sees the sum of all
-    gradients so far.
+    ``t_k``, and the preservation term a timestep drawn in ``[t_k, t_k + 19]`` (at most 999);
+    ``accumulate_grads_forever=True`` never zeroes the gradients, as the code (no ``zero_grad`` anywhere), so every
+    AdamW step sees the sum of all gradients so far (fp32 bases only: with fp16's gradient scaler the scaled sums
+    cannot accumulate, and it refuses). The DDIM grid is the pipeline's (``steps_offset=1``: t_k = 981 - 20k, the
+    code's 980 - 20k plus one).
+    Precision: the reference runs both stages in fp32; on an fp16 base (sd14 on a GPU) stage 1 reads fp16 weights
+    and embeddings (solved in float64) and stage 2's targets come from the fp16 UNet.
 
 ``erase`` returns one edit: stage 1's ``to_k`` / ``to_v`` and stage 2's ``attn1`` / ``to_q`` values (fp32). The
 pipeline is not modified (its tensors are swapped during training and put back, also on an error).
@@ -373,6 +377,7 @@ def stage2(pipe, prompts: Sequence[tuple[str, str]], stage1_edit: Edit, params: 
     reg = esd.trajectory_pool(pipe, [""] * len(reg_seeds), reg_seeds, params.ddim_steps, 1.0).latents
     timesteps = set_steps(pipe, params.ddim_steps).cpu()
     width = pipe.scheduler.config.num_train_timesteps // params.ddim_steps
+    last_t = pipe.scheduler.config.num_train_timesteps - 1  # with steps_offset 1, t_0 + 19 would reach 1000
     texts = list(dict.fromkeys(malicious + safe + [""]))
     states = dict(zip(texts, encode_prompts(pipe, texts).float()))
     null = states[""][None]
@@ -402,7 +407,7 @@ def stage2(pipe, prompts: Sequence[tuple[str, str]], stage1_edit: Edit, params: 
             z_reg = torch.stack([reg[j, int(kj) + shift] for j, kj in zip(js, ks)]).to(device)
             t_reg = timesteps[ks]
             if shift:                                            # the code: t_j drawn in [t_k, t_k + width - 1]
-                t_reg = t_reg + torch.randint(width, (n_reg,), generator=gen)
+                t_reg = (t_reg + torch.randint(width, (n_reg,), generator=gen)).clamp(max=last_t)
             t_reg = t_reg.to(device)
             null_reg = null.expand(n_reg, -1, -1).to(device)
             with torch.no_grad():
