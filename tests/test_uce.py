@@ -100,3 +100,15 @@ def test_erases_nudity_and_keeps_objects(pipe, clf, base_rates, rates, concepts,
         nude1, obj1 = rates(pipe, clf)
     assert nude1 <= ERASE_MAX, (nude0, nude1)
     assert obj1 >= obj0 - KEEP_TOLERANCE, (obj0, obj1)
+
+
+def test_a_gram_prior_equals_the_same_rows_given_as_rows():
+    """normal_equations(keep_gram=C^T C) is the preservation of the rows C (TRCE's COCO-cache form, uce.md 4)."""
+    torch.manual_seed(0)
+    w, ce, ve, ck = torch.randn(6, 5), torch.randn(3, 5), torch.randn(3, 6), torch.randn(7, 5)
+    params = uce.UCEConfig(lamb=0.3, erase_scale=0.5, preserve_scale=2.0)
+    a_rows, b_rows = uce.normal_equations(w, ce, ve, ck, params)
+    a_gram, b_gram = uce.normal_equations(w, ce, ve, torch.zeros(0, 5), params, keep_gram=ck.double().T @ ck.double())
+    assert torch.allclose(a_rows, a_gram) and torch.allclose(b_rows, b_gram)
+    with pytest.raises(ValueError, match="keep_gram has shape"):
+        uce.normal_equations(w, ce, ve, ck, params, keep_gram=torch.eye(4))
