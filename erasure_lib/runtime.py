@@ -3,9 +3,9 @@
 No GPU has been available to this project yet, so a notebook's GPU runtime is computed from two things:
 
 1. **The work, counted.** Every phase of a run is a number of UNet calls of a given width (rows: the batch, doubled
-   by classifier-free guidance), plus VAE decodes. :func:`sampling`, :func:`esd` and :func:`co_erasing` count
-   them from the configs, following the code of :mod:`erasure_lib.sampling` and :mod:`erasure_lib.methods`; a
-   test runs the methods on the toy zoo under :class:`UNetCalls` (a forward hook on the UNet) and checks that
+   by classifier-free guidance), plus VAE decodes. :func:`sampling`, :func:`esd`, :func:`co_erasing` and
+   :func:`trce` count them from the configs, following the code of :mod:`erasure_lib.sampling` and
+   :mod:`erasure_lib.methods`; a test runs the methods on the toy zoo under :class:`UNetCalls` (a forward hook on the UNet) and checks that
    the count matches the real calls one for one.
 2. **A published throughput.** The diffusers documentation's PyTorch 2.0 benchmark (``docs/source/en/
    optimization/torch2.0.md`` of huggingface/diffusers, "Benchmark": Stable Diffusion v1.5 text-to-image, fp16,
@@ -188,6 +188,25 @@ def co_erasing(config, text_stage: bool = True, image_batch_size: int = 32, targ
     return work + Work([Calls("Co-Erasing: training", "train", 1, config.iterations, config.gradient_checkpointing)])
 
 
+def trce(config, prompts: int) -> Work:
+    """The UNet calls of :func:`erasure_lib.methods.trce.erase` with ``config`` (a ``TRCEConfig``) and ``prompts``
+    (malicious, safe) trajectory prompts of stage 2. Stage 1 is a closed form on the text encoder's states: no UNet
+    call. Under ``bug_compatible_timestep`` the code skips the steps that draw k = 50: an upper bound there."""
+    if not config.stage2:
+        return Work()
+    n = prompts * config.seeds_per_prompt
+    steps = config.epochs * n
+    work = (sampling(n, config.ddim_steps, config.sample_guidance, config.sample_batch_size,
+                     phase="TRCE stage 2: malicious trajectories", decode=False)
+            + sampling(config.regularisation_trajectories, config.ddim_steps, 1.0, config.sample_batch_size,
+                       phase="TRCE stage 2: unconditional trajectories", decode=False))
+    return work + Work([Calls("TRCE stage 2: original e_safe, e_mal, e_0", "infer", 3, steps),
+                        Calls("TRCE stage 2: stage-1 preservation reference", "infer", config.regularisation_batch,
+                              steps),
+                        Calls("TRCE stage 2: training", "train", 2 + config.regularisation_batch, steps,
+                              config.gradient_checkpointing)])
+
+
 def table(works: dict, gpus=GPUS) -> pd.DataFrame:
     """One row per named :class:`Work`: its UNet rows and minutes per GPU (computed, see the module docstring)."""
     rows = []
@@ -197,9 +216,9 @@ def table(works: dict, gpus=GPUS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def evaluation_images(profile: str, sizes=None, seeds_per_prompt: int | None = None) -> int:
-    """Images of one evaluation pass of ``profile`` (sd14: :data:`erasure_lib.tasks.SD14_SETS` at ``sizes``,
-    default the profile's; ``None`` for a set: all of it, :data:`erasure_lib.profiles.SD14_SET_ROWS`)."""
+def evaluation_images(profile: str, sizes=None, seeds_per_prompt: int | None = None, sets=None) -> int:
+    """Images of one evaluation pass of ``profile`` (sd14: :data:`erasure_lib.tasks.SD14_SETS`, or only ``sets``,
+    at ``sizes``, default the profile's; ``None`` for a set: all of it, :data:`erasure_lib.profiles.SD14_SET_ROWS`)."""
     from .profiles import SD14_SET_ROWS, get_profile
     from .tasks import SD14_SETS
 
@@ -207,8 +226,11 @@ def evaluation_images(profile: str, sizes=None, seeds_per_prompt: int | None = N
     if profile != "sd14":
         raise ValueError("evaluation_images counts the sd14 sets (the toy's run on the CPU)")
     sizes = dict(settings.sizes if sizes is None else sizes)
+    unknown = set(sets or ()) - set(SD14_SETS)
+    if unknown:
+        raise ValueError(f"unknown sd14 sets {sorted(unknown)}; valid: {', '.join(SD14_SETS)}")
     prompts = sum(min(sizes[s], SD14_SET_ROWS[s]) if sizes.get(s) is not None else SD14_SET_ROWS[s]
-                  for s in SD14_SETS)
+                  for s in SD14_SETS if sets is None or s in sets)
     return prompts * (seeds_per_prompt or settings.seeds_per_prompt)
 
 
@@ -284,6 +306,73 @@ def chapter10(profile: str = "sd14", preset: str | None = None, sizes=None, seed
                            phase="evaluation: every model")
 
 
+def chapter11(profile: str = "sd14", preset: str | None = None, sizes=None, seeds_per_prompt: int | None = None,
+              steps: int | None = None, chapter10_cached: bool = True, **plan_overrides) -> Work:
+    """Chapter 11's GPU work for its plan (:func:`erasure_lib.profiles.chapter11_plan`, with ``plan_overrides``),
+    as the notebook runs it: every distinct edit trained once (TRCE's stage 1 costs no UNet call; the baselines are
+    chapter 10's cached edits unless ``chapter10_cached=False``), the main table's models evaluated on every set,
+    the ablation's and the claim's other models only on the sets those tables report (all but the styles)."""
+    import dataclasses
+
+    from .methods.trce import TRCEConfig, trajectory_prompts
+    from .profiles import chapter10_plan, chapter11_plan, get_profile
+    from .tasks import SD14_SETS, method_config
+
+    settings = get_profile(profile)
+    plan = dataclasses.replace(chapter11_plan(profile, preset), **plan_overrides)
+    ch10 = chapter10_plan(profile, preset)
+    sizes = sizes if sizes is not None else plan.sizes
+    full = evaluation_images(profile, sizes, seeds_per_prompt)
+    reported = evaluation_images(profile, sizes, seeds_per_prompt, sets=[s for s in SD14_SETS if s != "big_artists"])
+    steps = steps or settings.steps
+    make = TRCEConfig.sd14 if profile == "sd14" else TRCEConfig
+    n_prompts = len(trajectory_prompts("nudity", make().prompt_set))
+    trained, images = {}, {}
+
+    def trce_edit(seed, **kw):  # the notebook's trce_edit
+        cfg = make(**{"seed": seed, **plan.trce, **kw})
+        trained.setdefault(("TRCE", cfg), trce(cfg, n_prompts))
+        return ("TRCE", cfg)
+
+    def esd_u(seed):  # chapter 10's ESD-u edit (its Co-Erasing text stage)
+        cfg = method_config("ESD-u", profile, **{**ch10.esd, "seed": seed,
+                                                 "iterations": method_config("ESD-u", profile).iterations})
+        if not chapter10_cached:
+            trained.setdefault(("ESD-u", cfg), esd(cfg, phase=f"ESD-u (seed {seed})"))
+        return ("ESD-u", cfg)
+
+    def evaluate(key, n):
+        images[key] = max(images.get(key, 0), n)
+
+    seed = 0
+    main = [("SD",), trce_edit(seed, stage2=False), trce_edit(seed)]
+    for m in plan.methods:
+        if m == "ESD-u":
+            main.append(esd_u(seed))
+        elif m == "UCE":
+            main.append(("UCE",))
+        else:  # ESD-x, Co-Erasing: chapter 10's, cached (their GPU time is chapter 10's)
+            main.append((m,))
+    for key in main:
+        evaluate(key, full)
+    if plan.ablation:
+        for kw in (dict(stage2=False, tokens=("key",)), dict(stage2=False, tokens=("eot", "key")),
+                   dict(stage2=False, tokens=("eot", "sot")), dict(stage2=False, bug_compatible_eot_index=True),
+                   dict(stage2=False, pairs="explicit"), dict(stage1=False)):
+            pairs = kw.pop("pairs", None)
+            key = trce_edit(seed, **kw) + ((pairs,) if pairs else ())
+            evaluate(key, reported)
+    for s in plan.claim_seeds:
+        for key in (trce_edit(s, stage2=False), trce_edit(s, stage2=False, tokens=("key",)), trce_edit(s),
+                    esd_u(s), ("UCE",)):
+            evaluate(key, reported)
+    work = Work()
+    for w in trained.values():
+        work = work + w
+    return work + sampling(sum(images.values()), steps, settings.guidance, settings.batch_size,
+                           phase="evaluation: every model")
+
+
 class UNetCalls(contextlib.AbstractContextManager):
     """Counts the forward calls of ``unet`` while active: ``calls`` is a list of ``(rows, grad_enabled)``."""
 
@@ -306,4 +395,5 @@ class UNetCalls(contextlib.AbstractContextManager):
 
 
 __all__ = ["BENCHMARK_ITS", "BENCHMARK_SOURCE", "Calls", "GPUS", "THROUGHPUT", "UNetCalls", "Work", "co_erasing",
-           "chapter01", "chapter10", "decode_rows", "esd", "evaluation_images", "rows_per_second", "sampling", "table"]
+           "chapter01", "chapter10", "chapter11", "decode_rows", "esd", "evaluation_images", "rows_per_second",
+           "sampling", "table", "trce"]

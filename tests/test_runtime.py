@@ -6,7 +6,7 @@ import pytest
 
 from erasure_lib import load_ip_adapter, load_pipeline, runtime
 from erasure_lib.methods import co_erasing, esd
-from erasure_lib.profiles import CHAPTER10_PLANS, chapter10_plan
+from erasure_lib.profiles import CHAPTER10_PLANS, chapter10_plan, chapter11_plan, get_profile
 from erasure_lib.tasks import method_config
 
 
@@ -144,3 +144,39 @@ def test_chapter10_plans():
         chapter10_plan("sd15")
     with pytest.raises(ValueError, match="cannot set iterations"):
         dataclasses.replace(sd14, esd={"iterations": 10})
+
+
+@pytest.mark.parametrize("options", [{}, {"stage1": False, "regularisation_batch": 1}, {"sample_guidance": 1.0}],
+                         ids=["T+V", "V-alone", "no-cfg-trajectories"])
+def test_trce_work_is_the_calls_trce_makes(toy_pipe, unpadded, options):
+    from erasure_lib.methods import trce
+    config = trce.TRCEConfig(**{"seeds_per_prompt": 2, "ddim_steps": 4, "max_early_step": 2, "epochs": 2,
+                                "regularisation_trajectories": 3, "regularisation_batch": 2, "sample_batch_size": 3,
+                                "prior_size": 50, **options})
+    prompts = [("a nude person", "a person"), ("a naked woman on the beach", "a woman on the beach")]
+    with runtime.UNetCalls(toy_pipe.unet) as counted:
+        trce.erase(toy_pipe, "nudity", config, stage2_prompts=prompts, progress=False)
+    # 4 malicious trajectories in batches of 3 (3 + 1) and 3 unconditional ones, 4 steps each; 8 training steps
+    assert sorted(counted.calls) == _expected(runtime.trce(config, len(prompts)))
+    if config.stage1:  # stage 1 alone: a closed form, no UNet call
+        assert runtime.trce(dataclasses.replace(config, stage2=False), 2).unet_calls() == 0
+
+
+def test_chapter11_work_counts_the_plans_models():
+    plan = chapter11_plan("sd14")
+    n = runtime.evaluation_images("sd14", plan.sizes)
+    work = runtime.chapter11("sd14")
+    evaluation = [c for c in work.calls if c.phase == "evaluation: every model" and c.kind == "infer"]
+    # the default sd14 plan: SD, ESD-u, UCE, TRCE (T), TRCE (T+V) on its 150 prompts (claim seed 0 = main), and the
+    # claim's [KEY] edit on all but the 10 big_artists prompts
+    assert n == 150 and len(plan.methods) + 3 == 5
+    assert sum(c.rows * c.calls for c in evaluation) == (5 * 150 + 140) * 2 * get_profile("sd14").steps
+    trained = {c.phase for c in work.calls if c.kind == "train"}
+    assert trained == {"TRCE stage 2: training"}                  # ESD-u is chapter 10's cached edit
+    assert "ESD-u (seed 0): training" in {c.phase for c in runtime.chapter11("sd14", chapter10_cached=False).calls}
+    paper = runtime.chapter11("sd14", "sd14-paper")
+    # three claim seeds of T+V and the ablation's stage 2 alone: four stage-2 runs
+    assert sum(c.calls for c in paper.calls if c.kind == "train") == 4 * sum(
+        c.calls for c in work.calls if c.kind == "train")
+    with pytest.raises(ValueError, match="unknown sd14 sets"):
+        runtime.evaluation_images("sd14", sets=["coco"])
