@@ -21,7 +21,8 @@ from transformers import CLIPConfig, CLIPModel
 
 from .world import COLOUR_LABELS, OBJECT_LABELS, STYLE_LABELS
 
-HIDDEN = 64  # text hidden size == UNet cross_attention_dim, as 768 is on SD v1.4
+HIDDEN = 64  # the vision tower's width (and the committed zoo's text width)
+TEXT_WIDTH = 64  # text hidden size == UNet cross_attention_dim, as 768 is on SD v1.4 (train.py --text-width)
 MAX_LENGTH = 77
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation, as SD's image encoders use
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -31,13 +32,15 @@ SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, be
                 clip_sample=False, prediction_type="epsilon")
 
 
-def build_clip(vocab_size: int, bos: int, eos: int, pad: int) -> CLIPModel:
-    text = dict(vocab_size=vocab_size, hidden_size=HIDDEN, intermediate_size=4 * HIDDEN, num_hidden_layers=3,
-                num_attention_heads=4, max_position_embeddings=MAX_LENGTH, bos_token_id=bos, eos_token_id=eos,
-                pad_token_id=pad, projection_dim=HIDDEN)
+def build_clip(vocab_size: int, bos: int, eos: int, pad: int, text_width: int = TEXT_WIDTH) -> CLIPModel:
+    """Toy CLIP: a 3-layer text tower of ``text_width`` (its states are the UNet's cross-attention context) and a
+    4-layer vision tower of :data:`HIDDEN`, both projected to ``text_width``."""
+    text = dict(vocab_size=vocab_size, hidden_size=text_width, intermediate_size=4 * text_width,
+                num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=MAX_LENGTH, bos_token_id=bos,
+                eos_token_id=eos, pad_token_id=pad, projection_dim=text_width)
     vision = dict(image_size=32, patch_size=4, hidden_size=HIDDEN, intermediate_size=4 * HIDDEN,
-                  num_hidden_layers=4, num_attention_heads=4, projection_dim=HIDDEN)
-    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=HIDDEN))
+                  num_hidden_layers=4, num_attention_heads=4, projection_dim=text_width)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=text_width))
 
 
 def build_vae() -> AutoencoderKL:
@@ -47,7 +50,7 @@ def build_vae() -> AutoencoderKL:
                          block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16)
 
 
-def build_unet() -> UNet2DConditionModel:
+def build_unet(cross_attention_dim: int = TEXT_WIDTH) -> UNet2DConditionModel:
     # cross-attention (attn2) at both resolutions (8x8, 4x4) and in the mid block, like SD's attention levels;
     # one resnet per level keeps a training step at about 0.6 s on one core (4.2M parameters)
     return UNet2DConditionModel(
@@ -55,7 +58,7 @@ def build_unet() -> UNet2DConditionModel:
         block_out_channels=(64, 128),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=HIDDEN, attention_head_dim=8, norm_num_groups=16)
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=16)
 
 
 def build_train_scheduler() -> DDPMScheduler:

@@ -195,12 +195,12 @@ def _noised(z0, alphas_cumprod, gen):
 
 # --- parts --------------------------------------------------------------------------------------------------
 
-def train_clip(run_dir: Path, out: Path, seed: int):
+def train_clip(run_dir: Path, out: Path, seed: int, text_width: int = models.TEXT_WIDTH):
     from transformers import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
     tok = CLIPTokenizer.from_pretrained(out / "toy_clip")
     data = load_data(run_dir)
     torch.manual_seed(seed)
-    clip = models.build_clip(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    clip = models.build_clip(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, text_width)
     cfg = CONFIG["clip"]
 
     def step(k, gen):
@@ -327,7 +327,7 @@ def train_unet(run_dir: Path, out: Path, seed: int):
         _atomic_torch_save(latents, latents_path)
     uncond = tok([""], padding="max_length", max_length=models.MAX_LENGTH).input_ids[0]
     torch.manual_seed(seed)
-    unet = models.build_unet()
+    unet = models.build_unet(cross_attention_dim=text_encoder.config.hidden_size)  # the text tower's width
     cfg = CONFIG["unet"]
     alphas = models.build_train_scheduler().alphas_cumprod
 
@@ -380,8 +380,8 @@ def train_ip_adapter(run_dir: Path, out: Path, seed: int):
     latents = torch.load(run_dir / "unet" / "latents.pt", weights_only=True)
     unet, text_encoder = pipe.unet.requires_grad_(False), pipe.text_encoder.requires_grad_(False)
     torch.manual_seed(seed)
-    d = models.HIDDEN
-    init = {"image_proj": {"proj.weight": torch.randn(4 * d, d) * 0.02, "proj.bias": torch.zeros(4 * d),
+    d, d_image = unet.config.cross_attention_dim, encoder.config.projection_dim  # 4 image tokens of the text width
+    init = {"image_proj": {"proj.weight": torch.randn(4 * d, d_image) * 0.02, "proj.bias": torch.zeros(4 * d),
                            "norm.weight": torch.ones(d), "norm.bias": torch.zeros(d)},
             "ip_adapter": {}}
     n_cross = sum(1 for n in unet.attn_processors if n.endswith("attn2.processor"))
@@ -456,7 +456,11 @@ def main(argv=None):
     ap.add_argument("--part", nargs="*", choices=PARTS, default=list(PARTS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="retrain parts whose output exists")
+    ap.add_argument("--text-width", type=int, default=models.TEXT_WIDTH,
+                    help=f"the text tower's width = the UNet's cross-attention width (default {models.TEXT_WIDTH})")
     args = ap.parse_args(argv)
+    if args.text_width < 4 or args.text_width % 4:
+        ap.error(f"--text-width must be a positive multiple of 4 (its 4 attention heads), got {args.text_width}")
     args.out.mkdir(parents=True, exist_ok=True)
     timings = {}
     for part in PARTS:
@@ -466,7 +470,10 @@ def main(argv=None):
             print(f"[{part}] exists, skipped (use --force to retrain)")
             continue
         t = time.time()
-        _FUNCS[part](args.runs, args.out, args.seed)
+        if part == "clip":
+            train_clip(args.runs, args.out, args.seed, args.text_width)
+        else:
+            _FUNCS[part](args.runs, args.out, args.seed)
         timings[part] = round(time.time() - t, 1)
         print(f"[{part}] done in {timings[part]} s")
     collect_logs(args.runs, args.out)
