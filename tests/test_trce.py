@@ -6,7 +6,9 @@ safe counterpart's while a benign held-out prompt's keys and values move by less
 sensitive rate on the held-out explicit prompts at the evaluation guidance while the other objects keep theirs;
 stage 2 alone lowers it too and keeps the objects; the [EoT] index bug flag reproduces the code's ``len(prompt.split()) + 1`` where it differs from the true index;
 stage 2 trains exactly ``attn1`` and ``attn2.to_q``, leaves the pipeline as it was and gives a clear error on bad input
-and a non-finite loss; the pairs are disjoint from every held-out evaluation prompt.
+and a non-finite loss; the pairs are disjoint from every held-out evaluation prompt; the prior Gram matrix equals
+the per-caption token Grams computed through the text encoder directly; lambda pulls stage 1's edit back to the original
+weights (measured: largest relative change of a K / V matrix 9.19 at lambda 0, 0.25 at 1, 0.05 at 100, 7e-6 at 1e6).
 Measured when written (toy zoo, 10 DDIM steps, CFG 5, 2 seeds per prompt): stage 1 at the toy default s = 0.1:
 explicit 1.00 -> 0.00, implicit 1.00 -> 0.00, context-only 1.00 -> 0.04, objects 1.00 -> 1.00; benign K/V change 8%.
 Stage 2 alone (lr 1e-3, lambda 10): explicit 0.33, implicit 0.20, context-only 0.00, objects 1.00 (5 seeds per prompt);
@@ -331,3 +333,37 @@ def test_optimisation_step_accumulates_gradients_only_when_asked():
     assert w.grad is None
     with pytest.raises(ValueError, match="gradient scaler"):
         esd.optimisation_step(opt, (w * x1).sum(), 3, "test", scaler=torch.amp.GradScaler("cpu"), accumulate=True)
+
+
+def test_prior_gram_is_the_mean_of_each_captions_token_gram(pipe):
+    captions = ["a red church on a grey background", "a blue car", "a dog in the style of starry night"]
+    # independent path: the tokenizer and the text encoder called directly, one caption at a time
+    grams = []
+    for caption in captions:
+        ids = pipe.tokenizer([caption], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        with torch.no_grad():
+            x = pipe.text_encoder(ids)[0][0].double()                    # (77, d), padding tokens included
+        grams.append(x.T @ x)
+    expected = sum(grams) / len(grams)
+    trce._PRIOR_CACHE.clear()
+    got = trce.prior_gram(pipe, captions, batch_size=2)                 # two batches: 2 + 1 captions
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(trce.prior_gram(pipe, captions[:1] * 4), grams[0], rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="at least one caption"):
+        trce.prior_gram(pipe, [])
+
+
+def test_stage1_lambda_pulls_the_edit_back_to_the_original_weights(pipe, stage1_setup):
+    cfg, pairs, prior, edit0 = stage1_setup
+    params = dict(pipe.unet.named_parameters())
+
+    def change(edit):
+        return max(float((edit[n].double() - params[n].detach().double()).norm() / params[n].detach().norm())
+                   for n in edit)
+
+    moved = [change(edit0)]
+    for lamb in (1.0, 100.0, 1e6):
+        moved.append(change(trce.stage1(pipe, pairs, trce.TRCEConfig(stage2=False, lamb=lamb), prior)))
+    assert moved[0] > 0.01                                              # the edit does move the weights
+    assert all(a > b for a, b in zip(moved, moved[1:])), moved          # more lambda, a smaller change
+    assert moved[-1] < 1e-3 * moved[0] + 1e-6, moved                    # lambda -> infinity: the original W
