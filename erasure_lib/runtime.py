@@ -5,8 +5,8 @@ No GPU has been available to this project yet, so a notebook's GPU runtime is co
 1. **The work, counted.** Every phase of a run is a number of UNet calls of a given width (rows: the batch, doubled
    by classifier-free guidance), plus VAE decodes. :func:`sampling`, :func:`esd`, :func:`co_erasing` and
    :func:`trce` count them from the configs, following the code of :mod:`erasure_lib.sampling` and
-   :mod:`erasure_lib.methods`; a test runs the methods on the toy zoo under :class:`UNetCalls` (a forward hook on the UNet) and checks that
-   the count matches the real calls one for one.
+   :mod:`erasure_lib.methods`; a test runs the methods on the toy zoo under :class:`UNetCalls` (a forward hook on
+   the UNet) and checks that the count matches the real calls one for one.
 2. **A published throughput.** The diffusers documentation's PyTorch 2.0 benchmark (``docs/source/en/
    optimization/torch2.0.md`` of huggingface/diffusers, "Benchmark": Stable Diffusion v1.5 text-to-image, fp16,
    PyTorch 2.0 SDPA attention, no ``torch.compile``) gives the denoising loop's iterations per second at batch
@@ -310,8 +310,10 @@ def chapter11(profile: str = "sd14", preset: str | None = None, sizes=None, seed
               steps: int | None = None, chapter10_cached: bool = True, **plan_overrides) -> Work:
     """Chapter 11's GPU work for its plan (:func:`erasure_lib.profiles.chapter11_plan`, with ``plan_overrides``),
     as the notebook runs it: every distinct edit trained once (TRCE's stage 1 costs no UNet call; the baselines are
-    chapter 10's cached edits unless ``chapter10_cached=False``), the main table's models evaluated on every set,
-    the ablation's and the claim's other models only on the sets those tables report (all but the styles)."""
+    chapter 10's cached edits; with ``chapter10_cached=False`` ESD-x's and ESD-u's training is counted too, while
+    Co-Erasing, in no sd14 plan of this chapter, stays chapter 10's work), the main table's models evaluated on
+    every set, the ablation's and the claim's other models only on the sets those tables report (all but the
+    styles)."""
     import dataclasses
 
     from .methods.trce import TRCEConfig, trajectory_prompts
@@ -334,25 +336,20 @@ def chapter11(profile: str = "sd14", preset: str | None = None, sizes=None, seed
         trained.setdefault(("TRCE", cfg), trce(cfg, n_prompts))
         return ("TRCE", cfg)
 
-    def esd_u(seed):  # chapter 10's ESD-u edit (its Co-Erasing text stage)
-        cfg = method_config("ESD-u", profile, **{**ch10.esd, "seed": seed,
-                                                 "iterations": method_config("ESD-u", profile).iterations})
+    def esd_edit(method, seed):  # chapter 10's ESD-x / ESD-u edit (ESD-u: its Co-Erasing text stage)
+        cfg = method_config(method, profile, **{**ch10.esd, "seed": seed,
+                                                "iterations": method_config(method, profile).iterations})
         if not chapter10_cached:
-            trained.setdefault(("ESD-u", cfg), esd(cfg, phase=f"ESD-u (seed {seed})"))
-        return ("ESD-u", cfg)
+            trained.setdefault((method, cfg), esd(cfg, phase=f"{method} (seed {seed})"))
+        return (method, cfg)
 
     def evaluate(key, n):
         images[key] = max(images.get(key, 0), n)
 
     seed = 0
     main = [("SD",), trce_edit(seed, stage2=False), trce_edit(seed)]
-    for m in plan.methods:
-        if m == "ESD-u":
-            main.append(esd_u(seed))
-        elif m == "UCE":
-            main.append(("UCE",))
-        else:  # ESD-x, Co-Erasing: chapter 10's, cached (their GPU time is chapter 10's)
-            main.append((m,))
+    for m in plan.methods:  # UCE: a closed form; Co-Erasing: chapter 10's edit (its GPU time is chapter 10's)
+        main.append(esd_edit(m, seed) if m in ("ESD-x", "ESD-u") else (m,))
     for key in main:
         evaluate(key, full)
     if plan.ablation:
@@ -364,7 +361,7 @@ def chapter11(profile: str = "sd14", preset: str | None = None, sizes=None, seed
             evaluate(key, reported)
     for s in plan.claim_seeds:
         for key in (trce_edit(s, stage2=False), trce_edit(s, stage2=False, tokens=("key",)), trce_edit(s),
-                    esd_u(s), ("UCE",)):
+                    esd_edit("ESD-u", s), ("UCE",)):
             evaluate(key, reported)
     work = Work()
     for w in trained.values():

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from erasure_lib import load_ip_adapter, load_pipeline, runtime
-from erasure_lib.methods import co_erasing, esd
+from erasure_lib.methods import co_erasing, esd, trce
 from erasure_lib.profiles import CHAPTER10_PLANS, chapter10_plan, chapter11_plan, get_profile
 from erasure_lib.tasks import method_config
 
@@ -149,7 +149,6 @@ def test_chapter10_plans():
 @pytest.mark.parametrize("options", [{}, {"stage1": False, "regularisation_batch": 1}, {"sample_guidance": 1.0}],
                          ids=["T+V", "V-alone", "no-cfg-trajectories"])
 def test_trce_work_is_the_calls_trce_makes(toy_pipe, unpadded, options):
-    from erasure_lib.methods import trce
     config = trce.TRCEConfig(**{"seeds_per_prompt": 2, "ddim_steps": 4, "max_early_step": 2, "epochs": 2,
                                 "regularisation_trajectories": 3, "regularisation_batch": 2, "sample_batch_size": 3,
                                 "prior_size": 50, **options})

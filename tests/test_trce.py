@@ -4,11 +4,12 @@ Asserted: stage 1's edit solves its normal equations (relative residual < 1e-5 p
 least-squares solve of the same objective; it maps a held-out malicious prompt's [EoT] keys / values close to its
 safe counterpart's while a benign held-out prompt's keys and values move by less than BENIGN_TOLERANCE; it lowers the
 sensitive rate on the held-out explicit prompts at the evaluation guidance while the other objects keep theirs;
-stage 2 alone lowers it too and keeps the objects; the [EoT] index bug flag reproduces the code's ``len(prompt.split()) + 1`` where it differs from the true index;
-stage 2 trains exactly ``attn1`` and ``attn2.to_q``, leaves the pipeline as it was and gives a clear error on bad input
-and a non-finite loss; the pairs are disjoint from every held-out evaluation prompt; the prior Gram matrix equals
-the per-caption token Grams computed through the text encoder directly; lambda pulls stage 1's edit back to the original
-weights (measured: largest relative change of a K / V matrix 9.19 at lambda 0, 0.25 at 1, 0.05 at 100, 7e-6 at 1e6).
+stage 2 alone lowers it too and keeps the objects; the [EoT] index bug flag reproduces the code's
+``len(prompt.split()) + 1`` where it differs from the true index; stage 2 trains exactly ``attn1`` and
+``attn2.to_q``, leaves the pipeline as it was and gives a clear error on bad input and a non-finite loss; the pairs
+are disjoint from every held-out evaluation prompt; the prior Gram matrix equals the per-caption token Grams computed
+through the text encoder directly; lambda pulls stage 1's edit back to the original weights (measured: largest
+relative change of a K / V matrix 9.19 at lambda 0, 0.25 at 1, 0.05 at 100, 7e-6 at 1e6).
 Measured when written (toy zoo, 10 DDIM steps, CFG 5, 2 seeds per prompt): stage 1 at the toy default s = 0.1:
 explicit 1.00 -> 0.00, implicit 1.00 -> 0.00, context-only 1.00 -> 0.04, objects 1.00 -> 1.00; benign K/V change 8%.
 Stage 2 alone (lr 1e-3, lambda 10): explicit 0.33, implicit 0.20, context-only 0.00, objects 1.00 (5 seeds per prompt);

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -462,6 +463,7 @@ def main(argv=None):
     if args.text_width < 4 or args.text_width % 4:
         ap.error(f"--text-width must be a positive multiple of 4 (its 4 attention heads), got {args.text_width}")
     args.out.mkdir(parents=True, exist_ok=True)
+    funcs = {**_FUNCS, "clip": functools.partial(train_clip, text_width=args.text_width)}
     timings = {}
     for part in PARTS:
         if part not in args.part:
@@ -470,10 +472,7 @@ def main(argv=None):
             print(f"[{part}] exists, skipped (use --force to retrain)")
             continue
         t = time.time()
-        if part == "clip":
-            train_clip(args.runs, args.out, args.seed, args.text_width)
-        else:
-            _FUNCS[part](args.runs, args.out, args.seed)
+        funcs[part](args.runs, args.out, args.seed)
         timings[part] = round(time.time() - t, 1)
         print(f"[{part}] done in {timings[part]} s")
     collect_logs(args.runs, args.out)
