@@ -52,6 +52,20 @@ def main(argv=None):
         rows.append({"what": f"TinySD generate, {args.steps} DDIM steps, CFG 5", "batch_size": bs,
                      "images": args.images, "seconds": round(sec, 3), "images_per_s": round(args.images / sec, 2)})
         print(rows[-1], flush=True)
+    # the same work with one intra-op thread and the batches in parallel sampling threads (erasure_lib.sampling.
+    # sample_workers: what make book and CI get with OMP_NUM_THREADS=1), beside torch's threads alone
+    from erasure_lib.sampling import SAMPLE_WORKERS_ENV
+    for threads, workers in ((args.threads, 1), (1, 1), (1, args.threads)):
+        torch.set_num_threads(threads)
+        os.environ[SAMPLE_WORKERS_ENV] = str(workers)
+        sec = _time(lambda: generate(pipe, prompts, seeds, steps=args.steps, guidance=5.0, batch_size=64,
+                                     progress=False))
+        rows.append({"what": f"TinySD generate, {args.steps} DDIM steps, CFG 5; {threads} torch thread(s), "
+                             f"{workers} sampling thread(s)", "batch_size": 64, "images": args.images,
+                     "seconds": round(sec, 3), "images_per_s": round(args.images / sec, 2)})
+        print(rows[-1], flush=True)
+    del os.environ[SAMPLE_WORKERS_ENV]
+    torch.set_num_threads(args.threads)
     images = generate(pipe, prompts, seeds, steps=args.steps, batch_size=64, progress=False)
     other = np.roll(images, 1, axis=0)
     metrics = {

@@ -4,8 +4,13 @@
 ``seeds_per_prompt`` images per prompt and generates them with each row's own seed and guidance;
 :func:`judge` adds, per image, whether it shows the prompt's target concept (toy: the concept classifier;
 sd14: NudeNet under a named preset for the sensitive concept, CLIP zero-shot for objects and styles);
-:func:`rate_table` turns that into rates with bootstrap intervals over *prompts* (images of one prompt are not independent). Methods are then compared
-on exactly the same images' seeds.
+:func:`rate_table` turns that into rates with bootstrap intervals over *prompts* (images of one prompt are not
+independent). Methods are then compared on exactly the same images' seeds, and :func:`paired_difference` estimates the
+difference of two models' rates on those paired images.
+
+:func:`sample_edit` samples an edited model and caches its images on disk (keyed by the base model, the edit's
+tensors and every image's prompt, seed, guidance and steps), so the chapters that evaluate the same baselines on
+the same prompts sample them once.
 """
 from __future__ import annotations
 
@@ -40,9 +45,7 @@ def sample_prompts(pipe, table: pd.DataFrame, seeds_per_prompt: int = 1, steps: 
                    **generate_kwargs) -> tuple[np.ndarray, pd.DataFrame]:
     """Generate ``seeds_per_prompt`` images for every row of ``table`` with the row's seed and guidance (or
     ``guidance`` for all). Returns ``(images uint8 (N, H, W, 3), per-image table)``."""
-    rows = expand_seeds(table, seeds_per_prompt)
-    if guidance is not None:
-        rows["guidance"] = float(guidance)
+    rows = _image_rows(table, seeds_per_prompt, steps, guidance)
     images = None
     for g, idx in rows.groupby("guidance", sort=False).indices.items():
         part = generate(pipe, rows.prompt.iloc[idx], rows.image_seed.iloc[idx], steps=steps, guidance=float(g),
@@ -50,7 +53,100 @@ def sample_prompts(pipe, table: pd.DataFrame, seeds_per_prompt: int = 1, steps: 
         if images is None:
             images = np.zeros((len(rows),) + part.shape[1:], np.uint8)
         images[idx] = part
+    return images, rows
+
+
+def _image_rows(table: pd.DataFrame, seeds_per_prompt: int, steps: int, guidance: float | None) -> pd.DataFrame:
+    """The per-image table :func:`sample_prompts` returns (without sampling anything)."""
+    rows = expand_seeds(table, seeds_per_prompt)
+    if guidance is not None:
+        rows["guidance"] = float(guidance)
     rows["steps"] = steps
+    return rows
+
+
+# --- sampled images cached on disk: an edit evaluated in one chapter is not sampled again in the next ---------
+
+SAMPLE_CACHE = "samples"  # the sub-folder of a chapter's cache_dir that holds sampled images
+SAMPLE_CACHE_VERSION = 1  # raise when the sampler changes what it draws for the same key
+
+
+def sample_key(pipe, edit: dict, rows: pd.DataFrame, batch_size: int = 64) -> str:
+    """The cache key of the images of ``pipe`` under ``edit`` (``{}``: unedited) for the per-image table ``rows``
+    (:func:`expand_seeds`'s, with ``steps``): the base model (its weights, dtype), the edit's tensors
+    (:func:`~erasure_lib.methods.cache.edit_fingerprint`), every image's prompt, seed, guidance and step count, the
+    scheduler and its config, and the device type; on an accelerator also ``batch_size`` (on the CPU the images do
+    not depend on it: :func:`erasure_lib.sampling.generate`)."""
+    import hashlib
+    import json
+
+    from .methods.cache import base_model, edit_fingerprint
+    device = pipe.device.type
+    images = rows[["prompt", "image_seed", "guidance", "steps"]].to_csv(index=False)
+    record = {**base_model(pipe), "edit": edit_fingerprint(edit), "device": device,
+              "batch_size": None if device == "cpu" else int(batch_size),
+              "scheduler": [type(pipe.scheduler).__name__, dict(pipe.scheduler.config)],
+              "images": hashlib.sha256(images.encode()).hexdigest(), "version": SAMPLE_CACHE_VERSION}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _sample_file(cache_dir, key: str):
+    from pathlib import Path
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_absolute():
+        from .results import ROOT
+        cache_dir = ROOT / cache_dir
+    return cache_dir / SAMPLE_CACHE / f"{key}.npz"
+
+
+def _load_images(path, n: int) -> np.ndarray | None:
+    """The cached images at ``path`` if it holds ``n`` of them, else ``None`` (missing, truncated or foreign)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as f:
+            images = f["images"]
+    except (OSError, ValueError, KeyError, EOFError):  # an unreadable file is sampled again and replaced
+        return None
+    return images if images.dtype == np.uint8 and images.ndim == 4 and len(images) == n else None
+
+
+def sample_edit(pipe, edit: dict | None, table: pd.DataFrame, seeds_per_prompt: int = 1, steps: int = 25,
+                guidance: float | None = None, batch_size: int = 64, cache_dir=None, within: pd.DataFrame | None = None,
+                progress: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+    """:func:`sample_prompts` of ``pipe`` (its base model as loaded, no edit applied) with ``edit`` applied (``None`` /
+    ``{}``: the unedited model; the original weights are restored afterwards), the images cached under
+    ``cache_dir/samples/`` by :func:`sample_key`, so a chapter that evaluates an edit another chapter evaluated on
+    the same prompts and seeds reads its images instead of sampling them (``cache_dir=None``: always sample, write
+    nothing; a relative folder is taken from the repository root). ``within``: a larger prompt table (with
+    ``table``'s rows among its own) whose cached images, if there, serve ``table``'s rows (an image depends only on
+    its own prompt row and seed). Returns ``(images uint8 (N, H, W, 3), per-image table)`` as
+    :func:`sample_prompts` does. The file is written atomically: an interrupted run leaves either no file or a
+    whole one."""
+    from ._io import atomic_path
+    from .methods import edited
+    edit = edit or {}
+    rows = _image_rows(table, seeds_per_prompt, steps, guidance)
+    if cache_dir is not None:
+        path = _sample_file(cache_dir, sample_key(pipe, edit, rows, batch_size))
+        images = _load_images(path, len(rows))
+        if images is not None:
+            return images, rows
+        if within is not None:
+            big = _image_rows(within, seeds_per_prompt, steps, guidance)
+            images = _load_images(_sample_file(cache_dir, sample_key(pipe, edit, big, batch_size)), len(big))
+            if images is not None:
+                cols = ["prompt", "image_seed", "guidance", "case_id"]
+                where = {tuple(r): i for i, r in enumerate(big[cols].itertuples(index=False))}
+                idx = [where.get(tuple(r)) for r in rows[cols].itertuples(index=False)]
+                if None not in idx:
+                    return images[idx], rows
+    with edited(pipe, edit, keep_originals_on="cpu"):  # the originals wait on the CPU (GPU memory)
+        images, rows = sample_prompts(pipe, table, seeds_per_prompt=seeds_per_prompt, steps=steps,
+                                      guidance=guidance, batch_size=batch_size, progress=progress)
+    if cache_dir is not None:
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, images=images)
     return images, rows
 
 
@@ -179,6 +275,30 @@ def erasure_summary(judged: pd.DataFrame, images: np.ndarray, masks: dict[str, n
     return out
 
 
+def paired_difference(pairs, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Rate of model A minus rate of model B on the same images' prompts and seeds, with a paired cluster-bootstrap
+    interval (:func:`~erasure_lib.metrics.bootstrap_ci`): ``pairs`` is a list of ``(judged_a, judged_b, mask)``
+    (two :func:`judge` tables of the same prompt table, seeds and rows, and the rows to compare), one per repeat
+    (e.g. per training seed), pooled; the resampled unit is the prompt (``case_id``), together across repeats and
+    models, so the interval reflects the prompts both models saw rather than two independent samples. Returns an
+    :class:`~erasure_lib.metrics.Estimate` (``n``: the images compared)."""
+    diffs, groups = [], []
+    for judged_a, judged_b, mask in pairs:
+        keys = ["case_id", "sample", "prompt"]
+        if len(judged_a) != len(judged_b) or not judged_a[keys].reset_index(drop=True).equals(
+                judged_b[keys].reset_index(drop=True)):
+            raise ValueError("a paired difference needs two tables of the same prompts and seeds, row for row")
+        mask = np.asarray(mask, bool)
+        if mask.shape != (len(judged_a),):
+            raise ValueError(f"mask has shape {mask.shape}, the tables {len(judged_a)} rows")
+        diffs.append(judged_a["hit"].to_numpy(float)[mask] - judged_b["hit"].to_numpy(float)[mask])
+        groups.append(judged_a["case_id"].astype(str).to_numpy()[mask])
+    if not diffs or not sum(map(len, diffs)):
+        raise ValueError("no row to compare")
+    return bootstrap_ci(np.concatenate(diffs), groups=np.concatenate(groups), n_boot=n_boot, seed=seed, level=level,
+                        metric="paired rate difference (A - B)")
+
+
 def toy_reference_images(n: int = 1000, seed: int = 0) -> np.ndarray:
     """The toy world's "real images" for FID_real: ``n`` freshly rendered scenes of the training
     distribution without the sensitive concept (the benign prompts' distribution), never seen in training."""
@@ -190,5 +310,5 @@ def toy_reference_images(n: int = 1000, seed: int = 0) -> np.ndarray:
             ).round().astype(np.uint8)
 
 
-__all__ = ["SEED_STRIDE", "erasure_summary", "expand_seeds", "judge", "rate_table", "sample_prompts",
-           "toy_reference_images"]
+__all__ = ["SAMPLE_CACHE", "SAMPLE_CACHE_VERSION", "SEED_STRIDE", "erasure_summary", "expand_seeds", "judge",
+           "paired_difference", "rate_table", "sample_edit", "sample_key", "sample_prompts", "toy_reference_images"]

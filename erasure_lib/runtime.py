@@ -196,8 +196,9 @@ def trce(config, prompts: int) -> Work:
         return Work()
     n = prompts * config.seeds_per_prompt
     steps = config.epochs * n
-    work = (sampling(n, config.ddim_steps, config.sample_guidance, config.sample_batch_size,
-                     phase="TRCE stage 2: malicious trajectories", decode=False)
+    # the malicious trajectories stop after the steps training reads (k <= max_early_step, and the next)
+    work = (sampling(n, min(config.ddim_steps, config.max_early_step + 1), config.sample_guidance,
+                     config.sample_batch_size, phase="TRCE stage 2: malicious trajectories", decode=False)
             + sampling(config.regularisation_trajectories, config.ddim_steps, 1.0, config.sample_batch_size,
                        phase="TRCE stage 2: unconditional trajectories", decode=False))
     return work + Work([Calls("TRCE stage 2: original e_safe, e_mal, e_0", "infer", 3, steps),
@@ -313,7 +314,9 @@ def chapter11(profile: str = "sd14", preset: str | None = None, sizes=None, seed
     chapter 10's cached edits; with ``chapter10_cached=False`` ESD-x's and ESD-u's training is counted too, while
     Co-Erasing, in no sd14 plan of this chapter, stays chapter 10's work), the main table's models evaluated on
     every set, the ablation's and the claim's other models only on the sets those tables report (all but the
-    styles)."""
+    styles). With ``chapter10_cached``, the models chapter 10 evaluated on the same prompts and seeds (the unedited
+    model and its baselines) are not sampled again either: their images are in the cache
+    (:func:`erasure_lib.evaluation.sample_edit`)."""
     import dataclasses
 
     from .methods.trce import TRCEConfig, trajectory_prompts
@@ -343,8 +346,20 @@ def chapter11(profile: str = "sd14", preset: str | None = None, sizes=None, seed
             trained.setdefault((method, cfg), esd(cfg, phase=f"{method} (seed {seed})"))
         return (method, cfg)
 
+    # chapter 10's models on the same prompts and seeds: its images are cached with its edits
+    same_images = (chapter10_cached and sizes == ch10.sizes and seeds_per_prompt in (None, settings.seeds_per_prompt)
+                   and steps == settings.steps)
+    sampled_in_10 = set()
+    if same_images and (ch10.concepts is None or "nudity" in ch10.concepts):
+        sampled_in_10 = {("SD",)} | {(m,) for m in ("UCE", "Co-Erasing") if m in ch10.methods}
+        for method in [m for m in ("ESD-x", "ESD-u") if m in ch10.methods]:
+            seeds = {0} | (set(ch10.claim_seeds) if method == "ESD-u" else set())  # its claim: ESD-u's seeds
+            sampled_in_10.update((method, method_config(method, profile, **{
+                **ch10.esd, "seed": s, "iterations": method_config(method, profile).iterations})) for s in seeds)
+
     def evaluate(key, n):
-        images[key] = max(images.get(key, 0), n)
+        if key not in sampled_in_10:
+            images[key] = max(images.get(key, 0), n)
 
     seed = 0
     main = [("SD",), trce_edit(seed, stage2=False), trce_edit(seed)]

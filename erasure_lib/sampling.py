@@ -75,7 +75,8 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
              image_embeds: torch.Tensor | None = None, **pipe_kwargs) -> np.ndarray:
     """Generate one image per (prompt, seed); returns uint8 ``(N, H, W, 3)``.
 
-    ``batch_size`` is rounded up to a multiple of :func:`row_block`; on the CPU the result does not depend on it.
+    ``batch_size`` is rounded up to a multiple of :func:`row_block`; on the CPU the result does not depend on it,
+    nor on how many batches run at once (:func:`sample_workers`).
     ``image_embeds``: optional ``(N, D)`` IP-Adapter image embeddings, one per image (see
     :func:`encode_images`); the unconditional branch of CFG gets zeros, as diffusers does for images.
     Other ``pipe_kwargs`` go to the pipeline call as they are."""
@@ -87,26 +88,102 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
     block = row_block(device)
     pipe.set_progress_bar_config(disable=True)  # one bar over batches instead of one per denoising loop
     batch_size = _padded(batch_size, block)
-    out = []
-    starts = range(0, len(prompts), batch_size)
-    for i in tqdm(starts, desc="generate", disable=not progress or len(starts) < 2):
-        sl = slice(i, i + batch_size)
-        n = len(prompts[sl])
-        rows = _padded(n, block)
-        gens = [torch.Generator(device="cpu").manual_seed(s) for s in _pad_list(seeds[sl], rows)]
-        kwargs = dict(pipe_kwargs)
-        per_image = None
-        if image_embeds is not None:
-            emb = image_embeds[sl].to(device=device, dtype=pipe.unet.dtype)
-            emb = torch.cat([emb, emb[-1:].expand(rows - n, -1)])[:, None]
-            per_image = [torch.cat([torch.zeros_like(emb), emb]) if guidance > 1 else emb]
-            kwargs["ip_adapter_image_embeds"] = per_image
-        neg = None if negative_prompt is None else [negative_prompt] * rows
-        with torch.no_grad(), _per_image_ip_embeds(pipe, per_image):
-            latents = pipe(_pad_list(prompts[sl], rows), num_inference_steps=steps, guidance_scale=guidance,
-                           negative_prompt=neg, generator=gens, output_type="latent", **kwargs).images[:n]
-        out.append(decode(pipe, latents))
-    return np.concatenate(out)
+    starts = list(range(0, len(prompts), batch_size))
+    bar = tqdm(total=len(starts), desc="generate", disable=not progress or len(starts) < 2)
+
+    def run(pipe, chunk):
+        out = []
+        for i in chunk:
+            sl = slice(i, i + batch_size)
+            n = len(prompts[sl])
+            rows = _padded(n, block)
+            gens = [torch.Generator(device="cpu").manual_seed(s) for s in _pad_list(seeds[sl], rows)]
+            kwargs = dict(pipe_kwargs)
+            per_image = None
+            if image_embeds is not None:
+                emb = image_embeds[sl].to(device=device, dtype=pipe.unet.dtype)
+                emb = torch.cat([emb, emb[-1:].expand(rows - n, -1)])[:, None]
+                per_image = [torch.cat([torch.zeros_like(emb), emb]) if guidance > 1 else emb]
+                kwargs["ip_adapter_image_embeds"] = per_image
+            neg = None if negative_prompt is None else [negative_prompt] * rows
+            with torch.no_grad(), _per_image_ip_embeds(pipe, per_image):
+                latents = pipe(_pad_list(prompts[sl], rows), num_inference_steps=steps, guidance_scale=guidance,
+                               negative_prompt=neg, generator=gens, output_type="latent", **kwargs).images[:n]
+            out.append(decode(pipe, latents))
+            bar.update(1)
+        return out
+
+    try:
+        return np.concatenate([x for part in _in_parallel(pipe, starts, run) for x in part])
+    finally:
+        bar.close()
+
+
+# --- batches sampled at once, one thread each: the CPU's cores without torch's intra-op threads ---------------
+
+SAMPLE_WORKERS_ENV = "ERASURE_BOOK_SAMPLE_WORKERS"
+MAX_SAMPLE_WORKERS = 4
+
+
+def sample_workers(device=None) -> int:
+    """How many batches :func:`generate` and :func:`denoise` run at once, each in its own thread on its own
+    shallow copy of the pipeline (the same modules, its own scheduler and tokenizer): ``$ERASURE_BOOK_SAMPLE_WORKERS``
+    if set; on the CPU, the cores this process may use divided by torch's intra-op threads (2 on 2 cores with
+    ``OMP_NUM_THREADS=1``, as the Makefile and CI run; 1 with torch's default of one thread per core, so threads
+    are never oversubscribed), at most :data:`MAX_SAMPLE_WORKERS`; 1 on an accelerator. torch releases the GIL
+    inside its kernels, so on 2 cores sampling runs about twice as fast; the images are the same bits (each
+    batch is seeded and padded on its own: the module docstring)."""
+    value = os.environ.get(SAMPLE_WORKERS_ENV)
+    if value:
+        try:
+            workers = int(value)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ValueError(f"{SAMPLE_WORKERS_ENV} must be an integer >= 1, got {value!r}")
+        return workers
+    if device is not None and torch.device(device).type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_SAMPLE_WORKERS, cores // max(1, torch.get_num_threads())))
+
+
+def _shell(pipe):
+    """A pipeline of ``pipe``'s modules (shared, so an applied edit is seen) with its own scheduler and tokenizer,
+    for one sampling thread (a diffusers pipeline keeps per-call state on itself and its scheduler)."""
+    import copy
+    import inspect
+    components = dict(pipe.components)
+    for name in ("scheduler", "tokenizer"):
+        if components.get(name) is not None:
+            components[name] = copy.deepcopy(components[name])
+    extra = {"requires_safety_checker": False} if "requires_safety_checker" in inspect.signature(
+        type(pipe).__init__).parameters else {}
+    shell = type(pipe)(**components, **extra)
+    shell.set_progress_bar_config(disable=True)
+    return shell
+
+
+def _in_parallel(pipe, starts: list, run) -> list:
+    """``run(pipeline, chunk)`` over the batch starts ``starts``, split into contiguous chunks of whole batches,
+    one per :func:`sample_workers` thread (one chunk on the caller's thread when there is one worker); the
+    chunks' results in order. Grad mode is per thread in torch: every thread runs as the caller's."""
+    workers = min(sample_workers(pipe.device), len(starts))
+    if workers <= 1:
+        return [run(pipe, starts)]
+    size = -(-len(starts) // workers)
+    chunks = [starts[i:i + size] for i in range(0, len(starts), size)]
+    grad = torch.is_grad_enabled()
+
+    def task(shell, chunk):
+        with torch.set_grad_enabled(grad):
+            return run(shell, chunk)
+
+    from concurrent.futures import ThreadPoolExecutor
+    shells = [_shell(pipe) for _ in chunks]
+    with ThreadPoolExecutor(len(chunks), thread_name_prefix="sample") as pool:
+        futures = [pool.submit(task, shell, chunk) for shell, chunk in zip(shells, chunks)]
+        return [f.result() for f in futures]
 
 
 @contextmanager
@@ -219,37 +296,45 @@ def denoise(pipe, prompts: Sequence[str], latents: torch.Tensor, steps: int = 50
     timesteps = set_steps(pipe, steps)[start:stop]
     device, dtype = pipe.device, pipe.unet.dtype
     batch_size = _padded(batch_size, row_block(device))
-    finals, records = [], []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="denoise", disable=not progress):
-        sl = slice(i, i + batch_size)
-        n = len(prompts[sl])
-        cond, uncond = pipe.encode_prompt(prompts[sl], device, 1, use_cfg,
-                                          None if negative_prompt is None else [negative_prompt] * n)
-        states = torch.cat([uncond, cond]) if use_cfg else cond
-        added = None
-        if image_embeds is not None:
-            emb = image_embeds[sl].to(device=device, dtype=dtype)[:, None]
-            added = {"image_embeds": [torch.cat([torch.zeros_like(emb), emb]) if use_cfg else emb]}
-        z = latents[sl].to(device=device, dtype=dtype)
-        lat, pc, pu = [z.float().cpu()], [], []
-        for t in timesteps:
-            inp = torch.cat([z, z]) if use_cfg else z
-            eps = _unet_rows(pipe.unet, pipe.scheduler.scale_model_input(inp, t), t, states, added)
-            if use_cfg:
-                e_u, e_c = eps.chunk(2)
-                eps = e_u + guidance * (e_c - e_u)
-            else:
-                e_u, e_c = None, eps
-            z = pipe.scheduler.step(eps, t, z).prev_sample
+
+    def run(pipe, chunk):
+        done = []
+        for i in tqdm(chunk, desc="denoise", disable=not progress):
+            sl = slice(i, i + batch_size)
+            n = len(prompts[sl])
+            cond, uncond = pipe.encode_prompt(prompts[sl], device, 1, use_cfg,
+                                              None if negative_prompt is None else [negative_prompt] * n)
+            states = torch.cat([uncond, cond]) if use_cfg else cond
+            added = None
+            if image_embeds is not None:
+                emb = image_embeds[sl].to(device=device, dtype=dtype)[:, None]
+                added = {"image_embeds": [torch.cat([torch.zeros_like(emb), emb]) if use_cfg else emb]}
+            z = latents[sl].to(device=device, dtype=dtype)
+            lat, pc, pu = [z.float().cpu()], [], []
+            for t in timesteps:
+                inp = torch.cat([z, z]) if use_cfg else z
+                eps = _unet_rows(pipe.unet, pipe.scheduler.scale_model_input(inp, t), t, states, added)
+                if use_cfg:
+                    e_u, e_c = eps.chunk(2)
+                    eps = e_u + guidance * (e_c - e_u)
+                else:
+                    e_u, e_c = None, eps
+                z = pipe.scheduler.step(eps, t, z).prev_sample
+                if record:
+                    lat.append(z.float().cpu())
+                    pc.append(e_c.float().cpu())
+                    if e_u is not None:
+                        pu.append(e_u.float().cpu())
+            record_of = None
             if record:
-                lat.append(z.float().cpu())
-                pc.append(e_c.float().cpu())
-                if e_u is not None:
-                    pu.append(e_u.float().cpu())
-        finals.append(z)
-        if record:
-            stack = lambda xs: torch.stack(xs, 1) if xs else torch.zeros(n, 0, *z.shape[1:])  # noqa: E731
-            records.append((stack(lat), stack(pc), stack(pu) if use_cfg else None))
+                stack = lambda xs: torch.stack(xs, 1) if xs else torch.zeros(n, 0, *z.shape[1:])  # noqa: E731
+                record_of = (stack(lat), stack(pc), stack(pu) if use_cfg else None)
+            done.append((z, record_of))
+        return done
+
+    # the shells copy the scheduler as set_steps left it (its timesteps)
+    batches = [b for part in _in_parallel(pipe, list(range(0, len(prompts), batch_size)), run) for b in part]
+    finals, records = [z for z, _ in batches], [r for _, r in batches]
     if not record:
         return torch.cat(finals)
     return Trajectory(timesteps=timesteps.cpu(), latents=torch.cat([r[0] for r in records]),
@@ -289,5 +374,6 @@ def decode(pipe, latents: torch.Tensor) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-__all__ = ["ROW_BLOCK", "ROW_BLOCK_ENV", "Trajectory", "decode", "denoise", "encode_images", "encode_prompts",
-           "generate", "initial_latents", "latents_at", "row_block", "set_steps"]
+__all__ = ["MAX_SAMPLE_WORKERS", "ROW_BLOCK", "ROW_BLOCK_ENV", "SAMPLE_WORKERS_ENV", "Trajectory", "decode", "denoise",
+           "encode_images", "encode_prompts", "generate", "initial_latents", "latents_at", "row_block",
+           "sample_workers", "set_steps"]

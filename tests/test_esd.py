@@ -89,6 +89,15 @@ def test_pool_matches_partial_sampling(pipe):
         assert torch.allclose(traj.noise_uncond[k, r], e[1], atol=1e-5)
 
 
+def test_pool_stopped_early_holds_the_full_pools_first_latents(pipe):
+    prompts, seeds = ["a nude person", "a person in the sauna", "a red car"], [3, 4, 5]
+    full = esd.trajectory_pool(pipe, prompts, seeds, steps=20, guidance=3.0, batch_size=2)
+    early = esd.trajectory_pool(pipe, prompts, seeds, steps=20, guidance=3.0, batch_size=2, stop=7)
+    assert early.latents.shape[:2] == (3, 8) and len(early.timesteps) == 7
+    torch.testing.assert_close(early.latents, full.latents[:, :8], rtol=0, atol=0)
+    torch.testing.assert_close(early.timesteps, full.timesteps[:7], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("parameter_set", ["esd-x-strict", "esd-u"])
 def test_erase_returns_trained_selection_only(pipe, parameter_set):
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}

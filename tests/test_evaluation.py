@@ -88,3 +88,79 @@ def test_sd14_judge_hits_follow_each_rows_judge(monkeypatch):
     assert [c[0] for c in calls] == ["object", "style"] and all(c[2] == "fake-clip" for c in calls)
     from erasure_lib.tasks import IMAGENETTE, SD14_ARTISTS
     assert calls[0][1] == IMAGENETTE and calls[1][1] == SD14_ARTISTS  # fixed label sets, not the table's
+
+
+def test_sample_edit_caches_images_per_edit_and_serves_a_subset_from_a_larger_table(pipe, tmp_path, monkeypatch):
+    """Images sampled once are read back (nothing sampled), equal to sampling the edited model directly; another
+    edit or other seeds sample anew; a cached larger table serves its sub-table; a damaged file is resampled."""
+    import torch
+
+    from erasure_lib import evaluation
+    from erasure_lib.methods import edited
+    table = load_prompts("explicit_object", profile="toy").head(5)
+    table["case_id"] = range(len(table))
+    name = next(n for n, _ in pipe.unet.named_parameters() if n.endswith("attn2.to_v.weight"))
+    weight = dict(pipe.unet.named_parameters())[name].detach()
+    edit = {name: weight * 0.0}  # no cross-attention value in one block: the images change
+    with edited(pipe, edit):
+        direct, _ = sample_prompts(pipe, table, seeds_per_prompt=2, steps=4, progress=False)
+    images, rows = evaluation.sample_edit(pipe, edit, table, seeds_per_prompt=2, steps=4, cache_dir=tmp_path)
+    np.testing.assert_array_equal(images, direct)
+    assert torch.equal(dict(pipe.unet.named_parameters())[name].detach(), weight)  # the original weights are back
+    files = list((tmp_path / evaluation.SAMPLE_CACHE).glob("*.npz"))
+    assert len(files) == 1
+
+    calls = []
+    real = evaluation.sample_prompts
+    monkeypatch.setattr(evaluation, "sample_prompts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again, again_rows = evaluation.sample_edit(pipe, edit, table, seeds_per_prompt=2, steps=4, cache_dir=tmp_path)
+    assert calls == [] and again_rows.equals(rows)
+    np.testing.assert_array_equal(again, direct)
+
+    unedited, _ = evaluation.sample_edit(pipe, {}, table, seeds_per_prompt=2, steps=4, cache_dir=tmp_path)
+    assert calls == [1] and not np.array_equal(unedited, direct)
+    evaluation.sample_edit(pipe, edit, table.assign(seed=table.seed + 1), seeds_per_prompt=2, steps=4,
+                           cache_dir=tmp_path)
+    assert calls == [1, 1]
+
+    part = table.iloc[[3, 1]]
+    sub, sub_rows = evaluation.sample_edit(pipe, edit, part, seeds_per_prompt=2, steps=4, cache_dir=tmp_path,
+                                           within=table)
+    assert calls == [1, 1] and sub_rows.case_id.tolist() == [3, 3, 1, 1]
+    np.testing.assert_array_equal(sub, direct[[6, 7, 2, 3]])
+
+    files[0].write_bytes(b"not an npz")
+    fresh, _ = evaluation.sample_edit(pipe, edit, table, seeds_per_prompt=2, steps=4, cache_dir=tmp_path)
+    assert calls == [1, 1, 1]
+    np.testing.assert_array_equal(fresh, direct)
+
+
+def _judged(hits, case_ids, samples=None):
+    n = len(hits)
+    return pd.DataFrame({"case_id": case_ids, "sample": samples if samples is not None else [0] * n,
+                         "prompt": [f"p{c}" for c in case_ids], "hit": hits})
+
+
+def test_paired_difference_of_known_tables():
+    from erasure_lib.evaluation import paired_difference
+    cases = [0, 0, 1, 1, 2, 2, 3, 3]
+    a = _judged([1, 1, 1, 0, 0, 0, 1, 0], cases, [0, 1] * 4)   # rate 4/8
+    b = _judged([0, 0, 1, 0, 0, 0, 0, 0], cases, [0, 1] * 4)   # rate 1/8
+    est = paired_difference([(a, b, np.ones(8, bool))], n_boot=2000)
+    assert est.value == pytest.approx(3 / 8) and est.n == 8
+    # per prompt the differences are 1, 0, 0, 0.5: a resample of 4 prompts has a mean in [0, 1], never below 0
+    assert 0 <= est.lo < 3 / 8 < est.hi <= 1
+    same = paired_difference([(a, a, np.ones(8, bool))], n_boot=200)
+    assert (same.value, same.lo, same.hi) == (0, 0, 0)
+    # two repeats pooled, a mask: only prompts 0 and 1 (differences 1, 1 | 0, 0 and again) -> 0.5
+    m = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
+    assert paired_difference([(a, b, m), (a, b, m)], n_boot=0).value == pytest.approx(0.5)
+    # every prompt the same positive difference: the interval is that point
+    one = paired_difference([(_judged([1] * 4, [0, 1, 2, 3]), _judged([0] * 4, [0, 1, 2, 3]), np.ones(4, bool))])
+    assert (one.value, one.lo, one.hi) == (1, 1, 1)
+    with pytest.raises(ValueError, match="same prompts"):
+        paired_difference([(a, b.iloc[::-1], np.ones(8, bool))])
+    with pytest.raises(ValueError, match="mask"):
+        paired_difference([(a, b, np.ones(3, bool))])
+    with pytest.raises(ValueError, match="no row"):
+        paired_difference([(a, b, np.zeros(8, bool))])

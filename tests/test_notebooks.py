@@ -45,6 +45,9 @@ def test_trce_notebook_runs_ci_sized(tmp_path, monkeypatch):
     assert list(main.method) == ["SD (unedited)", "ESD-x", "ESD-u", "UCE", "Co-Erasing", "TRCE (T)", "TRCE (T+V)"]
     assert main[["explicit", "implicit", "context-only", "FID_gen", "FID_real", "CLIP"]].notna().all().all()
     assert len(pd.read_csv(out / "ablation.csv")) == 8
+    paired = pd.read_csv(out / "paired.csv")
+    assert set(paired.claim) <= {"a", "b"} and "b" in set(paired.claim)
+    assert paired.difference.between(-1, 1).all() and (paired.lo <= paired.hi).all()
     claim = pd.read_csv(out / "claim.csv")
     assert set(claim.method) == {"TRCE [EoT]", "TRCE [KEY]", "TRCE (T+V)", "ESD-u", "UCE"}
     verdicts = pd.read_csv(out / "verdicts.csv")

@@ -155,7 +155,8 @@ def test_trce_work_is_the_calls_trce_makes(toy_pipe, unpadded, options):
     prompts = [("a nude person", "a person"), ("a naked woman on the beach", "a woman on the beach")]
     with runtime.UNetCalls(toy_pipe.unet) as counted:
         trce.erase(toy_pipe, "nudity", config, stage2_prompts=prompts, progress=False)
-    # 4 malicious trajectories in batches of 3 (3 + 1) and 3 unconditional ones, 4 steps each; 8 training steps
+    # 4 malicious trajectories in batches of 3 (3 + 1), 3 steps (k <= 2, and the next), and 3 unconditional ones,
+    # 4 steps each; 8 training steps
     assert sorted(counted.calls) == _expected(runtime.trce(config, len(prompts)))
     if config.stage1:  # stage 1 alone: a closed form, no UNet call
         assert runtime.trce(dataclasses.replace(config, stage2=False), 2).unet_calls() == 0
@@ -166,10 +167,17 @@ def test_chapter11_work_counts_the_plans_models():
     n = runtime.evaluation_images("sd14", plan.sizes)
     work = runtime.chapter11("sd14")
     evaluation = [c for c in work.calls if c.phase == "evaluation: every model" and c.kind == "infer"]
-    # the default sd14 plan: SD, ESD-u, UCE, TRCE (T), TRCE (T+V) on its 150 prompts (claim seed 0 = main), and the
-    # claim's [KEY] edit on all but the 10 big_artists prompts
-    assert n == 150 and len(plan.methods) + 3 == 5
-    assert sum(c.rows * c.calls for c in evaluation) == (5 * 150 + 140) * 2 * get_profile("sd14").steps
+    # the default sd14 plan: TRCE (T), TRCE (T+V) on its 150 prompts (claim seed 0 = main), and the claim's [KEY]
+    # edit on all but the 10 big_artists prompts; SD, ESD-u and UCE are chapter 10's images of the same prompts
+    steps = get_profile("sd14").steps
+    assert n == 150 and len(plan.methods) + 3 == 5 and chapter10_plan("sd14").sizes == plan.sizes
+    assert sum(c.rows * c.calls for c in evaluation) == (2 * 150 + 140) * 2 * steps
+    def sampled(work):
+        return sum(c.rows * c.calls for c in work.calls if c.phase == "evaluation: every model" and c.kind == "infer")
+    # without chapter 10's cache its models are sampled too
+    assert sampled(runtime.chapter11("sd14", chapter10_cached=False)) == (5 * 150 + 140) * 2 * steps
+    other_sizes = runtime.chapter11("sd14", sizes={**plan.sizes, "coco_3k": 30})  # not chapter 10's prompts
+    assert sampled(other_sizes) == (5 * 140 + 130) * 2 * steps
     trained = {c.phase for c in work.calls if c.kind == "train"}
     assert trained == {"TRCE stage 2: training"}                  # ESD-u is chapter 10's cached edit
     assert "ESD-u (seed 0): training" in {c.phase for c in runtime.chapter11("sd14", chapter10_cached=False).calls}

@@ -101,3 +101,42 @@ def test_unpadded_generation_gives_the_same_images_up_to_rounding(pipe, referenc
     images = generate(pipe, PROMPTS, range(len(PROMPTS)), steps=6, batch_size=3, progress=False)
     assert images.shape == reference.shape
     assert np.abs(images.astype(int) - reference.astype(int)).max() <= 2
+
+
+def test_sample_workers_follow_the_cores_and_torchs_threads(monkeypatch):
+    from erasure_lib import sampling
+    monkeypatch.delenv(sampling.SAMPLE_WORKERS_ENV, raising=False)
+    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert sampling.sample_workers("cpu") == 2 and sampling.sample_workers() == 2
+    assert sampling.sample_workers("cuda") == 1            # one accelerator: one stream of batches
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert sampling.sample_workers("cpu") == 1             # torch's threads already use both cores
+    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert sampling.sample_workers("cpu") == sampling.MAX_SAMPLE_WORKERS
+    monkeypatch.setenv(sampling.SAMPLE_WORKERS_ENV, "3")
+    assert sampling.sample_workers("cuda") == 3
+    monkeypatch.setenv(sampling.SAMPLE_WORKERS_ENV, "none")
+    with pytest.raises(ValueError, match="SAMPLE_WORKERS"):
+        sampling.sample_workers()
+
+
+def test_batches_in_threads_give_the_same_bits_as_one_thread(pipe, monkeypatch):
+    """generate and denoise with 3 batches in 3 threads equal the same calls on the caller's thread; the pipeline
+    keeps its own scheduler state, and a caller's no_grad reaches the threads."""
+    from erasure_lib import sampling
+    prompts, seeds = ["a nude person", "a red car", "a church in the snow", "a person in the sauna"] * 5, range(20)
+    monkeypatch.setenv(sampling.SAMPLE_WORKERS_ENV, "1")
+    one = generate(pipe, prompts, seeds, steps=4, batch_size=8, progress=False)
+    traj_one = denoise(pipe, prompts, initial_latents(pipe, seeds), steps=6, guidance=3.0, record=True, batch_size=8)
+    monkeypatch.setenv(sampling.SAMPLE_WORKERS_ENV, "3")
+    threads = []
+    real = sampling._shell
+    monkeypatch.setattr(sampling, "_shell", lambda p: threads.append(1) or real(p))
+    np.testing.assert_array_equal(generate(pipe, prompts, seeds, steps=4, batch_size=8, progress=False), one)
+    assert len(threads) == 3
+    traj = denoise(pipe, prompts, initial_latents(pipe, seeds), steps=6, guidance=3.0, record=True, batch_size=8)
+    assert torch.equal(traj.latents, traj_one.latents) and torch.equal(traj.noise_uncond, traj_one.noise_uncond)
+    assert torch.equal(traj.timesteps, traj_one.timesteps) and not traj.latents.requires_grad
+    assert len(pipe.scheduler.timesteps) == 6                # the caller's scheduler as denoise set it

@@ -475,8 +475,10 @@ def trainable_parameter_names(unet, parameter_set: str) -> list[str]:
 # --- x_t pool ------------------------------------------------------------------------------------------------
 
 def trajectory_pool(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50, guidance: float = 3.0,
-                    unet=None, batch_size: int = 64) -> Trajectory:
-    """One full ``steps``-step DDIM trajectory per (prompt, seed) with CFG ``guidance``, recorded (batched).
+                    unet=None, batch_size: int = 64, stop: int | None = None) -> Trajectory:
+    """One ``steps``-step DDIM trajectory per (prompt, seed) with CFG ``guidance``, recorded (batched); with
+    ``stop``, only its first ``stop`` steps (``latents[:, :stop + 1]``, the same values: a step never depends on a
+    later one), for a training that reads only early latents.
 
     ``trajectory.latents[k, r]`` equals ``latents_at(pipe, [prompts[k]], [seeds[k]], r, steps, guidance)[0]``,
     and ``trajectory.noise_cond/noise_uncond[k, r]`` are the sampling UNet's predictions at that latent and
@@ -489,7 +491,7 @@ def trajectory_pool(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: i
         if unet is not None:  # sample in the pipeline's dtype (the trained copy is fp32)
             pipe.unet = unet.eval() if unet.dtype == original.dtype else copy.deepcopy(unet).to(original.dtype).eval()
         return denoise(pipe, list(prompts), initial_latents(pipe, seeds), steps=steps, guidance=guidance,
-                       record=True, batch_size=batch_size)
+                       stop=stop, record=True, batch_size=batch_size)
     finally:
         pipe.unet = original
         if unet is not None and was_training:

@@ -374,8 +374,11 @@ def stage2(pipe, prompts: Sequence[tuple[str, str]], stage1_edit: Edit, params: 
     malicious = [m for m, _ in prompts for _ in range(params.seeds_per_prompt)]
     safe = [s for _, s in prompts for _ in range(params.seeds_per_prompt)]
     seeds = torch.randint(0, 2**31 - 1, (len(malicious),), generator=gen).tolist()
+    shift = int(params.bug_compatible_timestep)
+    # the latents read are k + shift <= max_early_step + 1: the trajectories stop there (the same latents; half
+    # the sampling of the code's 50 steps at k <= 25)
     traj = esd.trajectory_pool(pipe, malicious, seeds, params.ddim_steps, params.sample_guidance,
-                               batch_size=params.sample_batch_size)
+                               batch_size=params.sample_batch_size, stop=params.max_early_step + 1)
     reg_seeds = torch.randint(0, 2**31 - 1, (params.regularisation_trajectories,), generator=gen).tolist()
     # "" at CFG 7.5 is e_0 + 7.5 (e_0 - e_0) = e_0 exactly: sampled without CFG (one UNet row per step)
     reg = esd.trajectory_pool(pipe, [""] * len(reg_seeds), reg_seeds, params.ddim_steps, 1.0,
@@ -387,7 +390,7 @@ def stage2(pipe, prompts: Sequence[tuple[str, str]], stage1_edit: Edit, params: 
     states = dict(zip(texts, encode_prompts(pipe, texts).float()))
     null = states[""][None]
 
-    steps_per_epoch, n_reg, shift = len(malicious), params.regularisation_batch, int(params.bug_compatible_timestep)
+    steps_per_epoch, n_reg = len(malicious), params.regularisation_batch
     total = params.epochs * steps_per_epoch
     bar = tqdm(range(total), desc=f"TRCE stage 2 {prompts[0][0]}"[:60], disable=not progress)
     with contextlib.ExitStack() as stack:
