@@ -37,17 +37,25 @@ ROW_BLOCK = 8  # on the CPU, every UNet batch is a multiple of this many images 
 ROW_BLOCK_ENV = "ERASURE_BOOK_ROW_BLOCK"
 
 
+def _env_count(name: str) -> int | None:
+    """The integer >= 1 in the environment variable ``name``, ``None`` when it is unset or empty; else an error."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return count
+
+
 def row_block(device=None) -> int:
     """The padding block of UNet / VAE calls on ``device``: ``$ERASURE_BOOK_ROW_BLOCK`` if set, else
     :data:`ROW_BLOCK` on the CPU (bit-identical results for every batch size) and 1 elsewhere (no padding)."""
-    value = os.environ.get(ROW_BLOCK_ENV)
-    if value:
-        try:
-            block = int(value)
-        except ValueError:
-            block = 0
-        if block < 1:
-            raise ValueError(f"{ROW_BLOCK_ENV} must be an integer >= 1, got {value!r}")
+    block = _env_count(ROW_BLOCK_ENV)
+    if block is not None:
         return block
     kind = torch.device(device).type if device is not None else "cpu"
     return ROW_BLOCK if kind == "cpu" else 1
@@ -133,14 +141,8 @@ def sample_workers(device=None) -> int:
     are never oversubscribed), at most :data:`MAX_SAMPLE_WORKERS`; 1 on an accelerator. torch releases the GIL
     inside its kernels, so on 2 cores sampling runs about twice as fast; the images are the same bits (each
     batch is seeded and padded on its own: the module docstring)."""
-    value = os.environ.get(SAMPLE_WORKERS_ENV)
-    if value:
-        try:
-            workers = int(value)
-        except ValueError:
-            workers = 0
-        if workers < 1:
-            raise ValueError(f"{SAMPLE_WORKERS_ENV} must be an integer >= 1, got {value!r}")
+    workers = _env_count(SAMPLE_WORKERS_ENV)
+    if workers is not None:
         return workers
     if device is not None and torch.device(device).type != "cpu":
         return 1
