@@ -91,12 +91,8 @@ def sample_key(pipe, edit: dict, rows: pd.DataFrame, batch_size: int = 64) -> st
 
 
 def _sample_file(cache_dir, key: str):
-    from pathlib import Path
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_absolute():
-        from .results import ROOT
-        cache_dir = ROOT / cache_dir
-    return cache_dir / SAMPLE_CACHE / f"{key}.npz"
+    from .methods.cache import cache_folder
+    return cache_folder(cache_dir) / SAMPLE_CACHE / f"{key}.npz"
 
 
 def _load_images(path, n: int) -> np.ndarray | None:

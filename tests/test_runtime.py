@@ -166,14 +166,14 @@ def test_chapter11_work_counts_the_plans_models():
     plan = chapter11_plan("sd14")
     n = runtime.evaluation_images("sd14", plan.sizes)
     work = runtime.chapter11("sd14")
-    evaluation = [c for c in work.calls if c.phase == "evaluation: every model" and c.kind == "infer"]
+
+    def sampled(work):
+        return sum(c.rows * c.calls for c in work.calls if c.phase == "evaluation: every model" and c.kind == "infer")
     # the default sd14 plan: TRCE (T), TRCE (T+V) on its 150 prompts (claim seed 0 = main), and the claim's [KEY]
     # edit on all but the 10 big_artists prompts; SD, ESD-u and UCE are chapter 10's images of the same prompts
     steps = get_profile("sd14").steps
     assert n == 150 and len(plan.methods) + 3 == 5 and chapter10_plan("sd14").sizes == plan.sizes
-    assert sum(c.rows * c.calls for c in evaluation) == (2 * 150 + 140) * 2 * steps
-    def sampled(work):
-        return sum(c.rows * c.calls for c in work.calls if c.phase == "evaluation: every model" and c.kind == "infer")
+    assert sampled(work) == (2 * 150 + 140) * 2 * steps
     # without chapter 10's cache its models are sampled too
     assert sampled(runtime.chapter11("sd14", chapter10_cached=False)) == (5 * 150 + 140) * 2 * steps
     other_sizes = runtime.chapter11("sd14", sizes={**plan.sizes, "coco_3k": 30})  # not chapter 10's prompts

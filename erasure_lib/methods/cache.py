@@ -52,6 +52,15 @@ def base_model(pipe) -> dict:
     return {"base_model": model_identity(pipe), "dtype": dtype_name(_unet(pipe).dtype)}
 
 
+def cache_folder(cache_dir: str | Path) -> Path:
+    """``cache_dir`` as a path; a relative one is taken from the repository root (notebooks run in ``notebooks/``)."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_absolute():
+        from ..results import ROOT
+        cache_dir = ROOT / cache_dir
+    return cache_dir
+
+
 def cached_edit(cache_dir: str | Path | None, metadata: Mapping, train: Callable[[], Edit], pipe=None) -> Edit:
     """The edit described by ``metadata``: loaded from ``cache_dir`` if it was trained before, else
     ``train()``-ed and saved there. A relative ``cache_dir`` is taken from the repository root (notebooks run
@@ -69,10 +78,7 @@ def cached_edit(cache_dir: str | Path | None, metadata: Mapping, train: Callable
         dtype = _unet(pipe).dtype
     if cache_dir is None:
         return cast_edit(train(), dtype)
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_absolute():
-        from ..results import ROOT
-        cache_dir = ROOT / cache_dir
+    cache_dir = cache_folder(cache_dir)
     slug = "-".join(str(metadata.get(k, "")).replace(" ", "_").replace("/", "_")[:24]
                     for k in ("method", "variant", "concept")).strip("-")
     path = Path(cache_dir) / f"{slug}-{edit_key(metadata)}.safetensors"
@@ -93,4 +99,4 @@ def edit_fingerprint(edit: Mapping) -> str:
     return h.hexdigest()
 
 
-__all__ = ["base_model", "cached_edit", "edit_fingerprint", "edit_key", "model_identity"]
+__all__ = ["base_model", "cache_folder", "cached_edit", "edit_fingerprint", "edit_key", "model_identity"]
