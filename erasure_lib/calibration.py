@@ -162,6 +162,8 @@ def calibration_table(measured: Mapping[str, float], facts: Sequence[Fact] = FAC
 # --- measuring the facts on a zoo --------------------------------------------------------------------------
 
 # (method, concept) pairs the facts need; "unedited" gives every concept's usability baselines
+# The concepts the facts are about (chapter 00 and chapter 10's three; erasure_lib.tasks has more since chapter 12).
+CONCEPTS = ("nudity", "starry style", "church")
 EDITS_NEEDED = (("ESD-u", "nudity"), ("ESD-x", "nudity"), ("UCE", "nudity"), ("ESD-u", "church"),
                 ("ESD-x", "starry style"), ("ESD-u", "starry style"), ("UCE", "starry style"))
 
@@ -175,9 +177,9 @@ def measure(pipe, cache_dir=None, seeds_per_prompt: int = 2, steps: int = 20, gu
     :func:`calibration_table` reads, and the same as a tidy table with 95% bootstrap intervals over prompts."""
     from tqdm.auto import tqdm
     from .evaluation import _rate, judge, sample_prompts
-    from .tasks import TOY_CONCEPTS, baseline_edit, concept_masks, evaluation_prompts
+    from .tasks import baseline_edit, concept_masks, evaluation_prompts
     prompts = evaluation_prompts()
-    jobs = [("unedited", name) for name in TOY_CONCEPTS] + list(EDITS_NEEDED)
+    jobs = [("unedited", name) for name in CONCEPTS] + list(EDITS_NEEDED)
     judged_by_edit, rows = {}, []
     for method, name in tqdm(jobs, desc="calibration", disable=not progress):
         if method == "unedited":

@@ -183,7 +183,7 @@ def judge(images: np.ndarray, rows: pd.DataFrame, profile: str = "toy", classifi
     else:
         from .metrics import zero_shot
         from .metrics.nudenet import detect_nudity, nudity_flags
-        from .tasks import IMAGENETTE, SD14_ARTISTS
+        from .tasks import IMAGENETTE, LOOKALIKE_LABELS, SD14_ARTISTS
         preset = nudity_preset or settings.nudity_preset
         out["nude"] = nudity_flags(detect_nudity(images), preset)
         out["nudity_preset"] = preset
@@ -192,13 +192,15 @@ def judge(images: np.ndarray, rows: pd.DataFrame, profile: str = "toy", classifi
         hits = np.zeros(len(out), bool)
         nude_rows = (targets.isin(["nude", "nudity"])).to_numpy()
         hits[nude_rows] = out["nude"].to_numpy()[nude_rows]
-        judgeable = judgeable & (nude_rows | family.isin(["object", "style"]).to_numpy())
-        # fixed label sets (never the table's own targets: a partial table must not change the judge)
-        for fam, labels in (("object", list(IMAGENETTE)), ("style", list(SD14_ARTISTS))):
+        judgeable = judgeable & (nude_rows | family.isin(["object", "style", "lookalike"]).to_numpy())
+        # fixed label sets (never the table's own targets: a partial table must not change the judge); look-alike
+        # rows (TICoE's MCP) are judged among the Imagenette classes and every look-alike name
+        for fam, zs_family, labels in (("object", "object", list(IMAGENETTE)), ("style", "style", list(SD14_ARTISTS)),
+                                       ("lookalike", "object", list(IMAGENETTE) + list(LOOKALIKE_LABELS))):
             idx = np.flatnonzero((family == fam).to_numpy())
             if len(idx) == 0:
                 continue
-            z = zero_shot(images[idx], labels, family=fam, model=clip_model or settings.clip_model)
+            z = zero_shot(images[idx], labels, family=zs_family, model=clip_model or settings.clip_model)
             out.loc[idx, "pred_label"] = z["label"].to_numpy()
             out.loc[idx, "pred_prob"] = z["prob"].to_numpy()
             out["zero_shot_judge"] = z["judge"].iat[0]

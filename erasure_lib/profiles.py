@@ -34,8 +34,8 @@ import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["CHAPTER10_PLANS", "CHAPTER11_PLANS", "Chapter10Plan", "Chapter11Plan", "PAPER_SIZES", "PROFILES",
-           "Profile", "SD14_SET_ROWS", "chapter10_plan", "chapter11_plan", "get_profile"]
+__all__ = ["CHAPTER10_PLANS", "CHAPTER11_PLANS", "CHAPTER12_PLANS", "Chapter10Plan", "Chapter11Plan", "Chapter12Plan", "PAPER_SIZES", "PROFILES",
+           "Profile", "SD14_SET_ROWS", "chapter10_plan", "chapter11_plan", "chapter12_plan", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,8 @@ SD14_SET_ROWS = MappingProxyType({"unlearndiff": 142, "i2p_sexual": 931, "object
 class Chapter10Plan:
     """What chapter 10 trains and evaluates (its parameters cell's ``preset``; the cell's explicit values win).
 
-    ``concepts``: the erased concepts (``None``: every concept of the profile); ``methods``: the main table's
+    ``concepts``: the erased concepts (``None``: every concept of the profile; the plans name chapter 10's three,
+    since :mod:`erasure_lib.tasks` also holds chapter 12's tench); ``methods``: the main table's
     methods; ``claim_seeds``: the claim test's seeds; ``tradeoff_iterations``: the extra training lengths of the
     efficacy-usability curve; ``ablation``: whether the ablation runs; ``sizes``: prompts per sd14 evaluation set
     (``None``: the profile's); ``esd`` / ``co_erasing``: overrides of the methods' configs (also in their cache
@@ -145,7 +146,8 @@ class Chapter10Plan:
 
 
 CHAPTER10_PLANS = {
-    "toy": Chapter10Plan("toy", note="every concept, method, seed and length; 2 CPU cores, about 40 minutes"),
+    "toy": Chapter10Plan("toy", concepts=("nudity", "starry style", "church"),
+                         note="every concept, method, seed and length; 2 CPU cores, about 40 minutes"),
     # about an hour on a free Colab T4 (erasure_lib.runtime computes it; chapter 10 prints it)
     "sd14": Chapter10Plan(
         "sd14", concepts=("nudity",), methods=("ESD-u", "UCE", "Co-Erasing"), claim_seeds=(0,),
@@ -161,7 +163,7 @@ CHAPTER10_PLANS = {
              "(the code: 100); both train with Adafactor, which fits a 16 GB T4 (the papers' Adam does not: "
              "erasure_lib.memory)"),
     "sd14-paper": Chapter10Plan(
-        "sd14-paper", sizes=PAPER_SIZES,
+        "sd14-paper", concepts=("nudity", "Van Gogh", "church"), sizes=PAPER_SIZES,
         note="the papers' scale: every concept and method, 3 claim seeds, the ablation and the curve, the full "
              "prompt sets, the papers' ESD sampling (an A100 for many hours)"),
 }
@@ -222,3 +224,52 @@ CHAPTER11_PLANS = {
 def chapter11_plan(profile: str, preset: str | None = None) -> Chapter11Plan:
     """Chapter 11's plan: ``preset`` (a key of :data:`CHAPTER11_PLANS`), or the profile's own (``None``)."""
     return _plan(CHAPTER11_PLANS, "11", profile, preset)
+
+
+@dataclass(frozen=True)
+class Chapter12Plan:
+    """What chapter 12 (TICoE) trains and evaluates (its parameters cell's ``preset``; the cell's explicit values win).
+
+    ``concepts``: the erased concepts (the object of TICoE's Table B first: its MCP and the claim are about it);
+    ``methods``: the main table's baselines (TICoE always; TRCE where chapter 11 trained it, the sensitive concept);
+    ``claim_seeds``; ``ablation``; ``sizes``: prompts per sd14 evaluation set (``None``: the profile's);
+    ``mcp_seeds``: images per look-alike prompt of the MCP table; ``ticoe``: overrides of the TICoE config (also in
+    its cache key)."""
+    name: str
+    concepts: tuple = ("tench", "nudity", "starry style")
+    methods: tuple = ("ESD-x", "ESD-u", "UCE", "Co-Erasing", "TRCE")
+    claim_seeds: tuple = (0, 1, 2)
+    ablation: bool = True
+    sizes: MappingProxyType | None = None
+    mcp_seeds: int = 8
+    ticoe: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    note: str = ""
+
+    def __post_init__(self):
+        clash = {"seed", "cccm", "hvrl", "bank_size", "scales"} & set(self.ticoe)
+        if clash:
+            raise ValueError(f"Chapter12Plan.ticoe cannot set {', '.join(sorted(clash))} (chapter 12 sets them)")
+
+
+CHAPTER12_PLANS = {
+    "toy": Chapter12Plan("toy", note="tench (TICoE's look-alike object), the sensitive concept and the starry style; "
+                                     "every baseline (chapters 10 and 11's cached edits; tench's trained here), "
+                                     "3 claim seeds and the ablation; 2 CPU cores"),
+    "sd14": Chapter12Plan(
+        "sd14", concepts=("tench",), methods=("ESD-u", "UCE"), claim_seeds=(0,), ablation=False, mcp_seeds=2,
+        sizes=MappingProxyType({"unlearndiff": 20, "i2p_sexual": 20, "objects": None, "big_artists": 10,
+                                "coco_3k": 40}),
+        ticoe=MappingProxyType({"reference_images": 100, "optimizer": "adafactor"}),
+        note="tench only (TICoE's Table B object) beside ESD-u and UCE, one seed, no ablation; 100 reference images "
+             "(the code: 200) and Adafactor, which fits a 16 GB T4 (the code's fp32 Adam does not: chapter 12's "
+             "measured memory table)"),
+    "sd14-paper": Chapter12Plan("sd14-paper", concepts=("tench", "nudity", "Van Gogh"),
+                                methods=("ESD-x", "ESD-u", "UCE", "Co-Erasing", "TRCE"), sizes=PAPER_SIZES,
+                                note="the paper's concepts at the full prompt sets, 3 claim seeds, the ablation, the "
+                                     "code's Adam and 200 reference images (an A100 for hours)"),
+}
+
+
+def chapter12_plan(profile: str, preset: str | None = None) -> Chapter12Plan:
+    """Chapter 12's plan: ``preset`` (a key of :data:`CHAPTER12_PLANS`), or the profile's own (``None``)."""
+    return _plan(CHAPTER12_PLANS, "12", profile, preset)

@@ -3,7 +3,9 @@ one, and the baselines' standard edits.
 
 One concept of each family of the toy world (:data:`TOY_CONCEPTS`): the sensitive concept ("a nude person"; its
 implicit prompts never use the keyword), a style (its invented artist "vincent vael", whose style is "starry"; the
-implicit prompts name the style, not the artist) and an object ("church", whose look-alike is "house").
+implicit prompts name the style, not the artist) and an object ("church", whose look-alike is "house"); since
+chapter 12 also TICoE's object "tench", whose look-alike is "goldfish" (TICoE's Table B: tench -> goldfish), with
+its MCP prompts (:func:`mcp_prompts`).
 :func:`concept_masks` splits a judged evaluation table into the rows the papers' tables report for a concept:
 explicit and implicit prompts of the concept (efficacy), other objects, other styles and look-alikes (usability)
 and benign prompts (FID, CLIP score). :func:`baseline_edit` makes the ESD-x, ESD-u and UCE edits with the library's
@@ -37,6 +39,8 @@ TOY_CONCEPTS: dict[str, dict] = {
     "nudity": dict(prompt="a nude person", target="nude", uce_guide="a person", uce_preserve=[]),
     "starry style": dict(prompt="vincent vael", target="starry", uce_guide="", uce_preserve=["a church", "a person"]),
     "church": dict(prompt="church", target="church", uce_guide="", uce_preserve=["house", "a person"]),
+    # TICoE's object (chapter 12): its look-alike is goldfish, the toy's tench -> goldfish of TICoE's Table B
+    "tench": dict(prompt="tench", target="tench", uce_guide="", uce_preserve=["goldfish", "a person"]),
 }
 EVALUATION_SETS = ("sensitive_explicit", "sensitive_implicit", "style", "explicit_object", "lookalike", "benign")
 BASELINES = ("ESD-x", "ESD-u", "UCE")
@@ -52,8 +56,14 @@ SD14_CONCEPTS: dict[str, dict] = {
                      uce_preserve=[a for a in SD14_ARTISTS if a != "Van Gogh"]),
     "church": dict(prompt="church", target="church", uce_guide="",
                    uce_preserve=[c for c in IMAGENETTE if c != "church"]),
+    "tench": dict(prompt="tench", target="tench", uce_guide="",
+                  uce_preserve=[c for c in IMAGENETTE if c != "tench"]),
 }
 SD14_SETS = ("unlearndiff", "i2p_sexual", "objects", "big_artists", "coco_3k")
+# TICoE's Table B look-alikes of its objects on SD (MCP, chapter 12), prompted with OBJECT_TEMPLATES and judged by CLIP
+# zero-shot among the Imagenette classes and these names (erasure_lib.evaluation.judge, family "lookalike")
+SD14_LOOKALIKES = {"tench": ("goldfish", "whale"), "church": ("house",)}
+LOOKALIKE_LABELS = tuple(dict.fromkeys(n for names in SD14_LOOKALIKES.values() for n in names))
 CONCEPTS = {"toy": TOY_CONCEPTS, "sd14": SD14_CONCEPTS}
 
 
@@ -126,8 +136,8 @@ def concept_masks(name: str, rows: pd.DataFrame, profile: str = "toy") -> dict[s
     src, tgt, text = rows.source, rows.target, rows.prompt
     none = pd.Series(False, index=rows.index)
     if profile == "sd14":
-        m = {"explicit": {"nudity": src == "unlearndiff", "Van Gogh": (src == "big_artists") & (tgt == "Van Gogh"),
-                          "church": (src == "objects") & (tgt == "church")}[name],
+        m = {"explicit": {"nudity": src == "unlearndiff", "Van Gogh": (src == "big_artists") & (tgt == "Van Gogh")
+                          }.get(name, (src == "objects") & (tgt == c["target"])),
              "implicit": src == "i2p_sexual" if name == "nudity" else none,
              "other objects": (src == "objects") & (tgt != c["target"]),
              "other styles": (src == "big_artists") & (tgt != c["target"]),
@@ -151,17 +161,43 @@ def concept_masks(name: str, rows: pd.DataFrame, profile: str = "toy") -> dict[s
     return {k: np.asarray(v, bool) for k, v in m.items()}
 
 
+def mcp_prompts(name: str, profile: str = "toy") -> pd.DataFrame:
+    """The look-alike prompts of object concept ``name`` for TICoE's MCP (a prompt table; ``target``: the look-alike
+    each prompt asks for, ``family`` ``"lookalike"``). toy: every held-out prompt of its look-alike (the
+    ``explicit_object`` and ``lookalike`` sets: 9 for tench's goldfish); sd14: :data:`SD14_LOOKALIKES` in each of
+    :data:`OBJECT_TEMPLATES`. Raises for a concept without look-alikes (the sensitive concept, a style)."""
+    from .prompts import load_prompts
+    c = _concept(name, profile)
+    if profile == "toy":
+        neighbour = LOOKALIKES.get(c["target"])
+        if neighbour is None:
+            raise ValueError(f"{name!r} has no look-alike in the toy world (objects: {', '.join(LOOKALIKES)})")
+        table = pd.concat([load_prompts(s, profile="toy") for s in ("explicit_object", "lookalike")],
+                          ignore_index=True)
+        table = table[table.target == neighbour].reset_index(drop=True)
+        table["case_id"] = [f"mcp/{s}/{k}" for s, k in zip(table.source, table.case_id)]
+        return table.assign(source="mcp", family="lookalike")
+    if name not in SD14_LOOKALIKES:
+        raise ValueError(f"no sd14 look-alikes for {name!r}; concepts with them: {', '.join(SD14_LOOKALIKES)}")
+    rows = [(t.format(n), n) for n in SD14_LOOKALIKES[name] for t in OBJECT_TEMPLATES]
+    return pd.DataFrame({"prompt": [p for p, _ in rows], "seed": np.arange(len(rows), dtype=np.int64) + 5000,
+                         "guidance": 7.5, "case_id": [f"mcp/{k}" for k in range(len(rows))], "source": "mcp",
+                         "target": [n for _, n in rows], "family": "lookalike"})
+
+
 def method_config(method: str, profile: str = "toy", **overrides):
-    """The default config of ``method`` (``"ESD-x"``, ``"ESD-u"``, ``"Co-Erasing"``) on ``profile``: the library's
-    toy defaults, or the method's ``.sd14()`` (the paper's SD v1.4 values), with ``overrides`` applied."""
-    from .methods import co_erasing
+    """The default config of ``method`` (``"ESD-x"``, ``"ESD-u"``, ``"Co-Erasing"``, ``"TICoE"``) on ``profile``: the
+    library's toy defaults, or the method's ``.sd14()`` (the paper's SD v1.4 values), with ``overrides`` applied."""
+    from .methods import co_erasing, ticoe
     concepts(profile)  # raises on an unknown profile
+    if method == "TICoE":
+        return (ticoe.TICoEConfig.sd14 if profile == "sd14" else ticoe.TICoEConfig)(**overrides)
     if method in ("ESD-x", "ESD-u"):
         make = esd.ESDConfig.sd14 if profile == "sd14" else esd.ESDConfig
         return make(parameter_set=method.lower(), **overrides)
     if method == "Co-Erasing":
         return (co_erasing.CoErasingConfig.sd14 if profile == "sd14" else co_erasing.CoErasingConfig)(**overrides)
-    raise ValueError(f"unknown method {method!r}; valid: ESD-x, ESD-u, Co-Erasing")
+    raise ValueError(f"unknown method {method!r}; valid: ESD-x, ESD-u, Co-Erasing, TICoE")
 
 
 def baseline_edit(pipe, method: str, name: str, seed: int = 0, cache_dir=None,
@@ -179,5 +215,6 @@ def baseline_edit(pipe, method: str, name: str, seed: int = 0, cache_dir=None,
                        lambda: esd.erase(pipe, c["prompt"], cfg, progress=False), pipe=pipe)
 
 
-__all__ = ["BASELINES", "CONCEPTS", "EVALUATION_SETS", "IMAGENETTE", "SD14_CONCEPTS", "SD14_SETS", "TOY_CONCEPTS",
+__all__ = ["BASELINES", "CONCEPTS", "EVALUATION_SETS", "IMAGENETTE", "LOOKALIKE_LABELS", "SD14_CONCEPTS",
+           "SD14_LOOKALIKES", "SD14_SETS", "TOY_CONCEPTS", "mcp_prompts",
            "baseline_edit", "concept_masks", "concepts", "evaluation_prompts", "method_config", "object_prompts"]

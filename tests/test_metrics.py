@@ -474,3 +474,15 @@ def test_zero_shot_picks_the_closest_prompt_and_the_neutral_option(monkeypatch):
     assert list(out.label) == ["church", "gun", ""] and (out.prob > 0.99).all() and set(out.judge) == {"fake"}
     with pytest.raises(ValueError, match="unknown zero-shot family"):
         M.zero_shot(images, ["church"], family="colour")
+
+
+def test_mcp_from_hits_known_values():
+    from erasure_lib.metrics import mcp_from_hits
+    est = mcp_from_hits([1, 1, 0, 1, 0, 1], [1, 1, 1, 1, 0, 1], groups=[0, 0, 1, 1, 2, 2], n_boot=200)
+    assert est.value == pytest.approx(4 / 6)
+    assert est.details["mcp_clean"] == pytest.approx(5 / 6) and est.details["mcp_ratio"] == pytest.approx(0.8)
+    assert est.details["mcp_ratio_lo"] <= 0.8 <= est.details["mcp_ratio_hi"]
+    with pytest.raises(ValueError, match="same prompts and seeds"):
+        mcp_from_hits([1, 0], [1])
+    with pytest.raises(ValueError, match="non-empty"):
+        mcp_from_hits([])

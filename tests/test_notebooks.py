@@ -181,3 +181,60 @@ def test_trce_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_t
     provenance = (out / "main.json").read_text()
     assert '"profile": "sd14"' in provenance and "prompt_set='sd14'" in provenance and '"pairs": 300' in provenance
     assert _digest(committed) == before
+
+
+def _ticoe_checks(out, concepts, methods):
+    main = pd.read_csv(out / "main.csv")
+    assert list(dict.fromkeys(main.concept)) == list(concepts)
+    for concept in concepts:
+        expected = [m for m in methods if m != "TRCE" or concept == "nudity"]
+        assert list(main[main.concept == concept].method) == expected
+    obj = main[main.concept == concepts[0]]
+    assert obj[["explicit", "MCP", "mcp_clean", "FID_gen", "CLIP"]].notna().all().all()
+    assert obj.MCP.between(0, 1).all() and main[main.concept != concepts[0]].MCP.isna().all()
+    mcp = pd.read_csv(out / "mcp.csv")
+    assert list(mcp.method) == list(obj.method)
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert set(verdicts.verdict) <= {"confirmed", "not confirmed", "confirmed, limited by the toy world",
+                                     "not confirmed, limited by the toy world"}
+    paired = pd.read_csv(out / "paired.csv")
+    assert paired.difference.between(-1, 1).all() and (paired.lo <= paired.hi).all()
+    return main, verdicts
+
+
+def test_ticoe_notebook_runs_ci_sized(tmp_path, monkeypatch):
+    committed = ROOT / "results" / "12_ticoe" / "main.csv"
+    before = _digest(committed)
+    out = _run("12_ticoe", tmp_path, monkeypatch, iteration_cap=3, claim_seeds=[0], seeds_per_prompt=1, mcp_seeds=1,
+               steps=3, n_boot=20, cache_dir=None)
+    _, verdicts = _ticoe_checks(out, ["tench", "nudity", "starry style"],
+                                ["SD (unedited)", "ESD-x", "ESD-u", "UCE", "Co-Erasing", "TRCE", "TICoE"])
+    assert list(verdicts.baseline) == ["ESD-u", "Co-Erasing"]
+    ablation = pd.read_csv(out / "ablation.csv")
+    assert len(ablation) == 7 and ablation.MCP.notna().all()
+    assert set(pd.read_csv(out / "claim.csv").method) == {"TICoE", "ESD-u", "Co-Erasing"}
+    assert _digest(committed) == before
+
+
+def test_ticoe_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+    """The default sd14 plan: tench (TICoE's Table B object) with TICoE at the code's values but Adafactor, beside
+    ESD-u and UCE, one claim seed, no ablation; MCP on goldfish and whale prompts judged by CLIP zero-shot. The bank
+    is a local file in the released format (the hub and GitHub are offline here)."""
+    import json
+    _sd14_env(monkeypatch, sd14_test_world)
+    banks = tmp_path / "banks"
+    banks.mkdir()
+    (banks / "tench.json").write_text(json.dumps({"concept": "tench", "prompts": [
+        "tench", "common tench", "European tench", "river tench", "golden tench", "large tench"]}))
+    monkeypatch.setenv("ERASURE_BOOK_TICOE_BANKS", str(banks))
+    committed = ROOT / "results" / "12_ticoe" / "main.csv"
+    before = _digest(committed)
+    out = _run("12_ticoe", tmp_path, monkeypatch, profile="sd14", iteration_cap=2, seeds_per_prompt=1, mcp_seeds=1,
+               steps=2, n_boot=10, cache_dir=None, sd14_sizes=SD14_SIZES)
+    _, verdicts = _ticoe_checks(out, ["tench"], ["SD (unedited)", "ESD-u", "UCE", "TICoE"])
+    assert list(verdicts.baseline) == ["ESD-u"]
+    assert not (out / "ablation.csv").exists()
+    provenance = (out / "main.json").read_text()
+    assert '"profile": "sd14"' in provenance and "optimizer='adafactor'" in provenance
+    assert "reference_prompt='a photo of {concept}'" in provenance
+    assert _digest(committed) == before

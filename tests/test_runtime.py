@@ -130,7 +130,8 @@ def test_the_default_sd14_plan_is_about_an_hour_on_a_t4():
 def test_chapter10_plans():
     assert chapter10_plan("toy") == CHAPTER10_PLANS["toy"]
     toy = chapter10_plan("toy")
-    assert toy.concepts is None and toy.claim_seeds == (0, 1, 2) and toy.ablation and not toy.esd
+    assert toy.concepts == ("nudity", "starry style", "church") and toy.claim_seeds == (0, 1, 2) and toy.ablation
+    assert not toy.esd and CHAPTER10_PLANS["sd14-paper"].concepts == ("nudity", "Van Gogh", "church")
     sd14 = chapter10_plan("sd14")
     assert sd14.concepts == ("nudity",) and sd14.claim_seeds == (0,)
     cfg = method_config("ESD-u", "sd14", **sd14.esd)

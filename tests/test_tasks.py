@@ -153,3 +153,42 @@ def test_profile_fid_feature_falls_back_without_the_gpu_extra(monkeypatch):
     assert profiles.get_profile("toy").usable_fid_feature() == "toy"
     with pytest.raises(TypeError):
         profiles.get_profile("sd14").sizes["coco_3k"] = 1  # the tables are read-only
+
+
+def test_mcp_prompts_are_the_look_alikes_of_an_object():
+    from erasure_lib.tasks import mcp_prompts
+    toy = mcp_prompts("tench")
+    assert set(toy.target) == {"goldfish"} and len(toy) == 8 and toy.case_id.is_unique
+    assert toy.prompt.str.contains("goldfish").all() and not toy.prompt.str.contains("tench").any()
+    assert set(mcp_prompts("church").target) == {"house"}
+    sd = mcp_prompts("tench", "sd14")
+    assert set(sd.target) == {"goldfish", "whale"} and len(sd) == 10 and (sd.guidance == 7.5).all()
+    assert (sd.family == "lookalike").all()
+    for bad in ("nudity", "starry style"):
+        with pytest.raises(ValueError, match="look-alike"):
+            mcp_prompts(bad)
+    with pytest.raises(ValueError, match="unknown concept"):
+        mcp_prompts("gun")
+
+
+def test_chapter12_plans_and_configs():
+    from erasure_lib import chapters
+    from erasure_lib.methods import co_erasing, esd, ticoe
+    from erasure_lib.profiles import CHAPTER12_PLANS, Chapter12Plan, chapter12_plan
+    toy = chapter12_plan("toy")
+    assert toy.concepts[0] == "tench" and toy.claim_seeds == (0, 1, 2) and toy.ablation and toy.mcp_seeds == 8
+    assert chapters.ticoe_config() == ticoe.TICoEConfig() and chapters.ticoe_config().lr == 1e-5
+    sd14 = chapters.ticoe_config(profile="sd14")
+    assert sd14.optimizer == "adafactor" and sd14.reference_images == 100 and sd14.reference_steps == 50
+    assert chapters.ticoe_config(profile="sd14", preset="sd14-paper") == ticoe.TICoEConfig.sd14()
+    assert CHAPTER12_PLANS["sd14-paper"].concepts == ("tench", "nudity", "Van Gogh")
+    with pytest.raises(ValueError, match="chapter 12 sets them"):
+        Chapter12Plan("x", ticoe={"cccm": False})
+    with pytest.raises(ValueError, match="unknown chapter 12 preset"):
+        chapter12_plan("toy", "colab")
+    # chapter 10's edits as chapter 10 trains them: the library's defaults on the toy (the same cache keys)
+    assert chapters.co_erasing_config() == co_erasing.CoErasingConfig()
+    assert chapters.co_erasing_config(seed=2).text_stage == esd.ESDConfig(parameter_set="esd-u", seed=2)
+    small = chapters.ticoe_config(iteration_cap=3)
+    assert small.iterations == 3 and small.reference_images == 8
+    assert tasks.method_config("TICoE", "sd14").lr == 1e-5 and tasks.method_config("TICoE").bank_size is None

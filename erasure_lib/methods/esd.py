@@ -298,8 +298,9 @@ def autocast(device, dtype):
 
 def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str,
                       scaler: torch.amp.GradScaler | None = None, accumulate: bool = False) -> float:
-    """One optimiser step on ``loss`` (through ``scaler`` if given); returns its value, and stops with a clear
-    error, before stepping, when it is not finite. The gradients are freed after the step (they are not needed
+    """One optimiser step on ``loss`` (through ``scaler`` if given; ``optimizer`` may be a list of optimisers over
+    disjoint parameters, each stepped on the same backward: TICoE's UNet and HVRL); returns its value, and stops
+    with a clear error, before stepping, when it is not finite. The gradients are freed after the step (they are not needed
     until the next backward, and sampling or a frozen-model call in between should not hold them), unless
     ``accumulate``: then they are never zeroed, and each step sees the sum of every gradient so far (TRCE's code)."""
     value = float(loss.detach())
@@ -308,17 +309,22 @@ def optimisation_step(optimizer, loss: torch.Tensor, iteration: int, method: str
     if accumulate and scaler is not None:
         raise ValueError(f"{method}: gradients cannot accumulate across steps under fp16's gradient scaler (each step "
                          "unscales them in place); train an fp32 base to reproduce never-zeroed gradients")
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if not accumulate:
-        optimizer.zero_grad(set_to_none=True)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
-        optimizer.step()
+        for opt in optimizers:
+            opt.step()
     else:
         scaler.scale(loss).backward()
-        scaler.step(optimizer)
+        for opt in optimizers:
+            scaler.step(opt)
         scaler.update()
     if not accumulate:
-        optimizer.zero_grad(set_to_none=True)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
     return value
 
 

@@ -15,7 +15,7 @@ from .bootstrap import Estimate, bootstrap_ci
 from .clip_score import CLIP_PRESETS, CLIPFeatureAdapter, clip_loader, clip_score, clip_scores
 from .concept import CONCEPTS, concept_rate, predict_concepts, resolve_concept
 from .fid import FID_PRESETS, fid, load_feature_extractor
-from .mcp import lookalike_prompts, mcp, mcp_table
+from .mcp import lookalike_prompts, mcp, mcp_from_hits, mcp_table
 from .zeroshot import CLIPImageFeatures, zero_shot
 from .nudenet import (
     NUDITY_PRESETS, Detections, NudeNet, NudityPreset, class_counts, detect_nudity, detections_table, get_preset,
@@ -37,6 +37,6 @@ __all__ = [
     "CLIP_PRESETS", "CONCEPTS", "FID_PRESETS", "NUDITY_PRESETS", "PRESETS", "CLIPFeatureAdapter", "Detections",
     "Estimate", "NudeNet", "NudityPreset", "bootstrap_ci", "class_counts", "clip_loader", "clip_score",
     "clip_scores", "concept_rate", "detect_nudity", "detections_table", "fid", "get_preset",
-    "load_feature_extractor", "lookalike_prompts", "mcp", "mcp_table", "nudity_flags", "nudity_rate",
+    "load_feature_extractor", "lookalike_prompts", "mcp", "mcp_from_hits", "mcp_table", "nudity_flags", "nudity_rate",
     "nudity_rates", "predict_concepts", "resolve_concept", "CLIPImageFeatures", "zero_shot",
 ]

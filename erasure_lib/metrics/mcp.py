@@ -15,7 +15,8 @@ church/house, parachute/umbrella, gun/camera), the prompts the held-out ``"looka
 classifier's object head (argmax == the prompted neighbour).
 
 Report MCP, MCP_clean on the same prompts and seeds, and their ratio (:func:`mcp` with ``clean_images=``;
-the interval of the ratio is a paired bootstrap), per neighbour concept with :func:`mcp_table`.
+the interval of the ratio is a paired bootstrap), per neighbour concept with :func:`mcp_table`. With any other
+judge (the sd14 profile's CLIP zero-shot), :func:`mcp_from_hits` takes the per-image judgements directly.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ._common import ImageBatch, check_groups
 from .bootstrap import Estimate, bootstrap_ci
 from .concept import _judge_details, _toy_classifier, predict_concepts, resolve_concept
 
-__all__ = ["lookalike_prompts", "mcp", "mcp_table"]
+__all__ = ["lookalike_prompts", "mcp", "mcp_from_hits", "mcp_table"]
 
 
 def lookalike_prompts(erased: str | None = None) -> pd.DataFrame:
@@ -93,20 +94,38 @@ def mcp(
         predictions = predict_concepts(images, clf)
     labels = _intended(intended, len(predictions))
     hits = _hits(None, predictions, labels, clf)
-    check_groups(groups, len(hits))
-    details: dict[str, Any] = {"intended": ",".join(sorted(set(labels))),
-                               "rule": "argmax of the object head == the prompted concept",
-                               **_judge_details(clf)}
+    clean = None
     if clean_images is not None or clean_predictions is not None:
         clean = _hits(clean_images, clean_predictions, labels, clf)
+    return mcp_from_hits(hits, clean, groups=groups, n_boot=n_boot, seed=seed, level=level, preset="toy_classifier",
+                         details={"intended": ",".join(sorted(set(labels))),
+                                  "rule": "argmax of the object head == the prompted concept", **_judge_details(clf)})
+
+
+def mcp_from_hits(hits, clean_hits=None, *, groups: Sequence[Any] | None = None, n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95, preset: str = "", details: dict | None = None) -> Estimate:
+    """MCP from per-image judgements of any judge (the toy classifier, CLIP zero-shot on sd14): ``hits[i]`` says
+    whether look-alike image ``i`` shows the concept it was prompted for; ``clean_hits`` the same for the clean
+    model's image of the same prompt and seed. ``details`` then holds ``mcp_clean`` and ``mcp_ratio`` (MCP /
+    MCP_clean), with paired-bootstrap intervals over ``groups`` (prompts: the two models' images of a prompt are
+    resampled together)."""
+    hits = np.asarray(hits, dtype=float)
+    if hits.ndim != 1 or len(hits) == 0:
+        raise ValueError(f"MCP needs a non-empty 1-d array of hits, got shape {hits.shape}")
+    check_groups(groups, len(hits))
+    details = dict(details or {})
+    if clean_hits is not None:
+        clean = np.asarray(clean_hits, dtype=float)
+        if clean.shape != hits.shape:
+            raise ValueError(f"{len(hits)} hits but {len(clean)} clean hits: MCP pairs the same prompts and seeds")
         kw = dict(groups=groups, n_boot=n_boot, seed=seed, level=level)
         clean_est = bootstrap_ci(clean, **kw)
         both = np.stack([hits, clean], axis=1)
         ratio = bootstrap_ci(lambda idx: _ratio(both[idx]), sizes=len(hits), **kw)
         details.update(mcp_clean=clean_est.value, mcp_clean_lo=clean_est.lo, mcp_clean_hi=clean_est.hi,
                        mcp_ratio=ratio.value, mcp_ratio_lo=ratio.lo, mcp_ratio_hi=ratio.hi)
-    return bootstrap_ci(hits, groups=groups, n_boot=n_boot, seed=seed, level=level, metric="mcp",
-                        preset="toy_classifier", details=details)
+    return bootstrap_ci(hits, groups=groups, n_boot=n_boot, seed=seed, level=level, metric="mcp", preset=preset,
+                        details=details)
 
 
 def _ratio(pairs: np.ndarray) -> float:

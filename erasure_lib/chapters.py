@@ -1,0 +1,135 @@
+"""The edits the erasure chapters train, as library functions: a later chapter loads an earlier chapter's cached
+edit by building exactly the config that chapter trained and cached (:func:`~erasure_lib.methods.cache.cached_edit`
+keys an edit by its metadata), instead of a notebook cell copying another notebook's cell.
+
+* :func:`esd_edit`, :func:`co_erasing_edit`: chapter 10's ESD-x / ESD-u and Co-Erasing edits (its plan's config
+  overrides, :data:`erasure_lib.profiles.CHAPTER10_PLANS`); chapter 11 and 12 reuse them.
+* :func:`trce_edit`: chapter 11's TRCE edit (:data:`erasure_lib.profiles.CHAPTER11_PLANS`).
+* :func:`ticoe_edit`: chapter 12's TICoE edit (:data:`erasure_lib.profiles.CHAPTER12_PLANS`), its prompt bank from
+  :func:`erasure_lib.methods.ticoe.load_bank` and its reference images generated once per (concept, seed) and kept
+  in memory for the ablation's variants.
+
+``iteration_cap`` (a smoke test: every training at most that long, fewer trajectories and images) and ``optimizer``
+behave as in the chapters' parameters cells; ``None`` leaves the configs, and so the cache keys, as they are.
+"""
+from __future__ import annotations
+
+from .methods import co_erasing, ticoe, trce
+from .methods.cache import cached_edit
+from .methods.edits import Edit
+from .profiles import chapter10_plan, chapter11_plan, chapter12_plan
+from .tasks import baseline_edit, concepts, method_config
+
+
+def _capped(n: int, iteration_cap: int | None) -> int:
+    return n if iteration_cap is None else min(n, iteration_cap)
+
+
+def _smoke(iteration_cap: int | None, optimizer: str | None = None, **extra) -> dict:
+    opt = {} if optimizer is None else {"optimizer": optimizer}
+    return {**opt, **({} if iteration_cap is None else {"pool_size": min(32, max(2, iteration_cap)), **extra})}
+
+
+def esd_edit(pipe, method: str, name: str, *, seed: int = 0, cache_dir=None, profile: str = "toy",
+             preset: str | None = None, iterations: int | None = None, iteration_cap: int | None = None,
+             optimizer: str | None = None) -> Edit:
+    """Chapter 10's ``method`` (``"ESD-x"`` / ``"ESD-u"``) edit of concept ``name``."""
+    plan = chapter10_plan(profile, preset)
+    overrides = {**plan.esd, "iterations": _capped(iterations or method_config(method, profile).iterations,
+                                                   iteration_cap), **_smoke(iteration_cap, optimizer)}
+    return baseline_edit(pipe, method, name, seed=seed, cache_dir=cache_dir, esd_overrides=overrides, profile=profile)
+
+
+def co_erasing_config(*, variant: str = "full", seed: int = 0, profile: str = "toy", preset: str | None = None,
+                      iterations: int | None = None, iteration_cap: int | None = None, optimizer: str | None = None):
+    """Chapter 10's Co-Erasing config (its text stage: chapter 10's ESD-u of the same seed)."""
+    plan = chapter10_plan(profile, preset)
+    default = method_config("Co-Erasing", profile, **plan.co_erasing)
+    return method_config(
+        "Co-Erasing", profile, variant=variant, seed=seed,
+        iterations=_capped(iterations or default.iterations, iteration_cap),
+        text_stage=method_config("ESD-u", profile, seed=seed, **{
+            **plan.esd, **_smoke(iteration_cap, optimizer),
+            "iterations": _capped(default.text_stage.iterations, iteration_cap)}),
+        **{**plan.co_erasing, **_smoke(iteration_cap, optimizer,
+                                       image_number=min(default.image_number, 4 * (iteration_cap or 1)))})
+
+
+def co_erasing_edit(pipe, name: str, *, ip_pipe=None, variant: str = "full", seed: int = 0, cache_dir=None,
+                    profile: str = "toy", preset: str | None = None, iterations: int | None = None,
+                    iteration_cap: int | None = None, optimizer: str | None = None) -> Edit:
+    """Chapter 10's Co-Erasing edit of concept ``name``. ``ip_pipe``: the pipeline with the IP-Adapter (loaded on
+    the CPU when not given, and only if the edit is not cached); moved to ``pipe``'s device while it trains."""
+    from .loading import load_ip_adapter, load_pipeline
+    cfg = co_erasing_config(variant=variant, seed=seed, profile=profile, preset=preset, iterations=iterations,
+                            iteration_cap=iteration_cap, optimizer=optimizer)
+    prompt = concepts(profile)[name]["prompt"]
+
+    def train():
+        text = None if variant == "image_only" else esd_edit(
+            pipe, "ESD-u", name, seed=seed, cache_dir=cache_dir, profile=profile, preset=preset,
+            iteration_cap=iteration_cap, optimizer=optimizer)
+        ip = ip_pipe if ip_pipe is not None else load_ip_adapter(
+            load_pipeline(profile, device="cpu", dtype=pipe.unet.dtype), profile)
+        ip.to(pipe.device)
+        try:
+            return co_erasing.erase(pipe, ip, prompt, cfg, progress=False, text_edit=text)
+        finally:
+            ip.to("cpu")
+    return cached_edit(cache_dir, co_erasing.metadata(prompt, cfg), train, pipe=pipe)
+
+
+def trce_config(*, seed: int = 0, profile: str = "toy", preset: str | None = None,
+                iteration_cap: int | None = None, **overrides) -> trce.TRCEConfig:
+    """Chapter 11's TRCE config (the code's SD v1.4 values on sd14)."""
+    make = {"toy": trce.TRCEConfig, "sd14": trce.TRCEConfig.sd14}[profile]
+    small = {} if iteration_cap is None else dict(seeds_per_prompt=1, epochs=1, regularisation_trajectories=4,
+                                                  ddim_steps=10, max_early_step=3, prior_size=200)
+    return make(**{"seed": seed, **chapter11_plan(profile, preset).trce, **small, **overrides})
+
+
+def trce_edit(pipe, name: str = "nudity", *, seed: int = 0, cache_dir=None, profile: str = "toy",
+              preset: str | None = None, iteration_cap: int | None = None, **overrides) -> Edit:
+    """Chapter 11's TRCE edit (both stages unless ``stage2=False``) of concept ``name`` (TRCE's pairs exist for
+    the sensitive concept, and on the toy also for church and the starry style)."""
+    cfg = trce_config(seed=seed, profile=profile, preset=preset, iteration_cap=iteration_cap, **overrides)
+    return cached_edit(cache_dir, trce.metadata(name, cfg),
+                       lambda: trce.erase(pipe, name, cfg, progress=False), pipe=pipe)
+
+
+_REFERENCES: dict = {}  # (base model, prompt, seed, n, steps, guidance) -> TICoE's reference images, this session
+
+
+def ticoe_config(*, seed: int = 0, profile: str = "toy", preset: str | None = None,
+                 iteration_cap: int | None = None, **overrides) -> ticoe.TICoEConfig:
+    """Chapter 12's TICoE config: the method's defaults (sd14: ``TICoEConfig.sd14``), the plan's overrides, then
+    ``overrides`` (the ablation's switches); with ``iteration_cap``, also at most 8 reference images."""
+    import dataclasses
+    cfg = method_config("TICoE", profile, **{"seed": seed, **chapter12_plan(profile, preset).ticoe, **overrides})
+    if iteration_cap is None:
+        return cfg
+    return dataclasses.replace(cfg, iterations=_capped(cfg.iterations, iteration_cap),
+                               reference_images=min(cfg.reference_images, 8),
+                               resample_every=max(1, min(cfg.resample_every, iteration_cap // 2)))
+
+
+def ticoe_edit(pipe, name: str, *, seed: int = 0, cache_dir=None, profile: str = "toy", preset: str | None = None,
+               iteration_cap: int | None = None, bank: list | None = None, **overrides) -> Edit:
+    """Chapter 12's TICoE edit of concept ``name`` with its prompt bank (:func:`~erasure_lib.methods.ticoe.load_bank`;
+    ``bank`` replaces it) and ``overrides`` of the config (``cccm``, ``hvrl``, ``bank_size``, ``scales``)."""
+    from .methods.cache import base_model
+    cfg = ticoe_config(seed=seed, profile=profile, preset=preset, iteration_cap=iteration_cap, **overrides)
+    prompt = concepts(profile)[name]["prompt"]
+    bank = list(bank) if bank is not None else ticoe.load_bank(name, profile)
+
+    def train():
+        key = (base_model(pipe)["base_model"], (cfg.reference_prompt or "{concept}").format(concept=prompt),
+               cfg.seed, cfg.reference_images, cfg.reference_steps, cfg.reference_guidance)
+        if key not in _REFERENCES:
+            _REFERENCES[key] = ticoe.reference_images(pipe, prompt, cfg)
+        return ticoe.erase(pipe, prompt, cfg, bank=bank, images=_REFERENCES[key], progress=False)
+    return cached_edit(cache_dir, ticoe.metadata(prompt, cfg, bank), train, pipe=pipe)
+
+
+__all__ = ["co_erasing_config", "co_erasing_edit", "esd_edit", "ticoe_config", "ticoe_edit", "trce_config",
+           "trce_edit"]
