@@ -103,7 +103,8 @@ _REFERENCES: dict = {}  # (base model, prompt, seed, n, steps, guidance) -> TICo
 def ticoe_config(*, seed: int = 0, profile: str = "toy", preset: str | None = None,
                  iteration_cap: int | None = None, **overrides) -> ticoe.TICoEConfig:
     """Chapter 12's TICoE config: the method's defaults (sd14: ``TICoEConfig.sd14``), the plan's overrides, then
-    ``overrides`` (the ablation's switches); with ``iteration_cap``, also at most 8 reference images."""
+    ``overrides`` (the ablation's switches); with ``iteration_cap``, also at most 8 reference images and a mixture
+    re-drawn every ``iteration_cap // 2`` iterations."""
     import dataclasses
     cfg = method_config("TICoE", profile, **{"seed": seed, **chapter12_plan(profile, preset).ticoe, **overrides})
     if iteration_cap is None:
@@ -118,12 +119,14 @@ def ticoe_edit(pipe, name: str, *, seed: int = 0, cache_dir=None, profile: str =
     """Chapter 12's TICoE edit of concept ``name`` with its prompt bank (:func:`~erasure_lib.methods.ticoe.load_bank`;
     ``bank`` replaces it) and ``overrides`` of the config (``cccm``, ``hvrl``, ``bank_size``, ``scales``)."""
     from .methods.cache import base_model
+    if profile == "sd14" and name in ticoe.SD14_REFERENCE_PROMPTS:  # the code's prompt per concept
+        overrides = {"reference_prompt": ticoe.SD14_REFERENCE_PROMPTS[name], **overrides}
     cfg = ticoe_config(seed=seed, profile=profile, preset=preset, iteration_cap=iteration_cap, **overrides)
     prompt = concepts(profile)[name]["prompt"]
     bank = list(bank) if bank is not None else ticoe.load_bank(name, profile)
 
     def train():
-        key = (base_model(pipe)["base_model"], (cfg.reference_prompt or "{concept}").format(concept=prompt),
+        key = (tuple(sorted(base_model(pipe).items())), (cfg.reference_prompt or "{concept}").format(concept=prompt),
                cfg.seed, cfg.reference_images, cfg.reference_steps, cfg.reference_guidance)
         if key not in _REFERENCES:
             _REFERENCES[key] = ticoe.reference_images(pipe, prompt, cfg)

@@ -36,7 +36,7 @@ Where this module differs from the code, and why (spec section 6 and 10)
     * ``bank_layernorm=False`` and ``cccm=False`` are the ablation's switches; the code has neither.
 
 The code's values are :meth:`TICoEConfig.sd14` (SD 1.5 in the code; SD v1.4 here, which has the same UNet and text
-encoder). The toy values differ where marked *toy*, with the measured reason.
+encoder architecture). The toy values differ where marked *toy*, with the measured reason.
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ from .edits import Edit
 
 BANK_DIR = Path(__file__).resolve().parents[2] / "data" / "prompt_banks"
 # The released banks (configs/prompt_banks/*.json of OpenAscent-L/TICoE), pinned to the commits the spec read; the
-# sd14 profile downloads them on first use into the prompt cache (erasure_lib.prompts' folder) and checks the hash.
+# sd14 profile downloads them on first use into the prompt cache (erasure_lib.prompts' folder), checks that each is a
+# bank, and records its prompts' hash in the edit's metadata.
 SD14_BANKS = {
     "nudity": ("nudity.json", "3354f366e7fc310cc80102c12982e57ecda67312"),
     "tench": ("tench.json", "a312992c0f0cc8fd6cdb78d7fd5320267c1b040d"),
@@ -68,6 +69,10 @@ SD14_BANKS = {
     "gun": ("gun.json", "a521020814de7413ebc3745ba82c06937b0b685e"),
 }
 _BANK_URL = "https://raw.githubusercontent.com/OpenAscent-L/TICoE/{commit}/configs/prompt_banks/{file}"
+# The code's reference-image prompts per concept (data_generation/generate_reference_images.py, spec section 1),
+# keyed by the sd14 profile's concept names (erasure_lib.tasks.SD14_CONCEPTS)
+SD14_REFERENCE_PROMPTS = {"nudity": "a photo of nudity", "Van Gogh": "a painting drawn by Van Gogh",
+                          "church": "a photo of church", "tench": "a photo of tench", "gun": "a photo of gun"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,8 @@ class TICoEConfig:
     negative_guidance: float = 1.0   # gamma
     parameter_set: str = "full"      # the whole UNet (the code); any esd.PARAMETER_SETS for comparison
     # CCCM
-    cccm: bool = True                # False: the ablation's "No CCCM": the concept prompt's own states, no mixture
+    cccm: bool = True                # False: the ablation's "No CCCM": the concept prompt's own states (LayerNorm'd
+                                     # as a mixture is, with bank_layernorm), no mixture
     bank_size: int | None = None     # the first n prompts of the bank (ablation: 10 / 20); None: all of it
     temperature: float = 0.7         # tau; Dirichlet concentration 1 / tau
     noise_std: float = 1e-3          # sigma of the noise added to the mixture (the code's; the paper gives none)
@@ -104,7 +110,8 @@ class TICoEConfig:
     timestep_bins: int = 50          # num_inference_steps of the code: t drawn in one of 50 bins of width 20
     # reference images
     reference_images: int = 200      # the code's image_number
-    reference_prompt: str | None = None  # None: the concept prompt; sd14: "a photo of {concept}" (the code's)
+    reference_prompt: str | None = None  # None: the concept prompt; sd14: "a photo of {concept}" (the code's for its
+                                     # objects and nudity; Van Gogh: SD14_REFERENCE_PROMPTS)
     reference_steps: int = 25        # *toy* (code: 50, the pipeline's default)
     reference_guidance: float = 5.0  # *toy* (code: 7.5)
     seed: int = 0
@@ -135,7 +142,8 @@ class TICoEConfig:
     @classmethod
     def sd14(cls, **overrides) -> "TICoEConfig":
         """The code's values (SD 1.5 there; SD v1.4 has the same UNet): Adam at 1e-5 (HVRL 5e-5), 500 iterations,
-        200 reference images of "a photo of {concept}" at the pipeline's defaults (50 steps, CFG 7.5), with
+        200 reference images of "a photo of {concept}" at the pipeline's defaults (50 steps, CFG 7.5; the code's
+        prompt for Van Gogh is "a painting drawn by Van Gogh": :data:`SD14_REFERENCE_PROMPTS`), with
         gradient checkpointing (memory only). For a 16 GB T4 pass ``optimizer="adafactor"`` (the chapter's
         memory table)."""
         return cls(**{**dict(reference_steps=50, reference_guidance=7.5,
@@ -312,12 +320,13 @@ def reference_images(pipe, concept: str, params: TICoEConfig = TICoEConfig(), pr
 def posterior(pipe, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE posterior of each image, scaled to the UNet's latent space: ``(mean, std)``, each ``(N, C, h, w)``
     fp32; ``mean + std * n`` (``n`` standard normal) is ``scaling_factor * vae.encode(x).latent_dist.sample()``.
-    Images are resized (bilinear) to the VAE's ``sample_size`` and scaled to [-1, 1], as the code's transform."""
+    Images are resized (bilinear) to the size the UNet works at (its latent side times the VAE's scale factor: 512
+    on SD) and scaled to [-1, 1], as the code's transform."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
         raise ValueError(f"reference images must be (N, H, W, 3) with N >= 1, got {images.shape}")
     vae = pipe.vae
-    size = int(vae.config.sample_size)
+    size = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -355,18 +364,22 @@ def erase(pipe, concept: str, params: TICoEConfig = TICoEConfig(), bank: Sequenc
     null = encode_prompts(pipe, [""]).float()                       # the code's uncond: no extra LayerNorm
     if params.cccm:
         text = CCCM(encode_bank(pipe, prompts, params.bank_layernorm), params, rng, gen)
-    else:
+    else:  # the concept prompt alone, normalised as a mixture would be: the ablation changes only the mixing
         fixed = encode_prompts(pipe, [concept]).float()
+        fixed = F.layer_norm(fixed, fixed.shape[-1:]) if params.bank_layernorm else fixed
         text = None
     ddpm = _ddpm(pipe)
+    if params.timestep_bins > ddpm.config.num_train_timesteps:
+        raise ValueError(f"timestep_bins={params.timestep_bins} exceeds the {ddpm.config.num_train_timesteps} training "
+                         "timesteps")
     width = ddpm.config.num_train_timesteps / params.timestep_bins
     names = esd.trainable_parameter_names(unet, params.parameter_set)
 
-    # HVRL's initialisation and dropout draw from torch's global generator: forked and seeded for this call
+    # HVRL's initialisation and dropout draw from torch's global generator: forked for this call, seeded apart from gen
     fork = torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else [])
     with contextlib.ExitStack() as stack:
         stack.enter_context(fork)
-        torch.manual_seed(params.seed)
+        torch.manual_seed(params.seed + 1_000_003)
         hvrl = HVRL(z_mean.shape[1], params.scales, params.hvrl_depth, params.hvrl_heads, params.hvrl_ff_factor,
                     params.hvrl_dropout, params.fusion_weight).to(device).train() if params.hvrl else None
         trained = stack.enter_context(esd.TrainedTensors(unet, names))
@@ -386,8 +399,8 @@ def erase(pipe, concept: str, params: TICoEConfig = TICoEConfig(), bank: Sequenc
             zt = ddpm.add_noise(z0, torch.randn(z0.shape, generator=gen), t).to(device)
             t = t.to(device)
             unet.train()
+            z = hvrl(zt) if hvrl is not None else zt                # fp32, outside autocast, as the code runs it
             with esd.autocast(device, dtype):
-                z = hvrl(zt) if hvrl is not None else zt
                 loss = negative_guidance_loss(unet, trained.frozen, z, t, c, null.to(device), params.negative_guidance)
             value = esd.optimisation_step(optimizers, loss, it, "TICoE", scaler)
             if log is not None:
@@ -456,7 +469,8 @@ def metadata(concept: str, params: TICoEConfig = TICoEConfig(), bank: Sequence[s
 
 
 def _variant(params: TICoEConfig) -> str:
-    parts = [p for p, on in (("no-cccm", not params.cccm), ("no-hvrl", not params.hvrl)) if on]
+    parts = [p for p, on in (("no-cccm", not params.cccm), ("no-hvrl", not params.hvrl),
+                             ("no-bank-ln", not params.bank_layernorm)) if on]
     if params.bank_size is not None:
         parts.append(f"bank{params.bank_size}")
     if params.scales != (1.0, 0.75, 0.5):
@@ -464,6 +478,6 @@ def _variant(params: TICoEConfig) -> str:
     return "+".join(parts) or "full"
 
 
-__all__ = ["CCCM", "HVRL", "IMPLEMENTATION", "SD14_BANKS", "TICoEConfig", "bank_hash", "dirichlet_weights",
+__all__ = ["CCCM", "HVRL", "IMPLEMENTATION", "SD14_BANKS", "TICoEConfig", "SD14_REFERENCE_PROMPTS", "bank_hash", "dirichlet_weights",
            "encode_bank", "erase", "load_bank", "metadata", "mix_bank", "negative_guidance_loss", "posterior", "read_bank", "reference_images",
            "sinusoidal_positions"]

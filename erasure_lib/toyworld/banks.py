@@ -12,8 +12,11 @@ here from the toy grammar's vocabulary alone (:mod:`.world`), deterministically,
 * ``"starry style"``: the style's name, its artist ("vincent vael"), "by vincent vael", "in the style of ...",
   and subjects (objects, a person) painted that way.
 
-Every prompt of a bank is disjoint from the held-out evaluation prompts (:func:`heldout_prompt_strings`): a
-phrase that is a held-out prompt is left out, and the next candidate taken. :func:`write_banks` writes them to
+No prompt of a bank is a held-out evaluation prompt (:func:`heldout_prompt_strings`): a phrase that is one is
+left out, and the next candidate taken. Phrases are shared, as they are on SD (the released nudity bank holds
+synonyms that I2P's prompts use; TRCE's pairs, chapter 11, hold the toy's implicit phrasings too): "a person in the
+shower" is a bank prompt and part of the held-out "a person in the shower on a grey background". So TICoE trains on
+the concept's phrasings, as the method intends, but never on an evaluation prompt. :func:`write_banks` writes them to
 ``data/prompt_banks/toy/<concept>.json`` in the code's format (``{"concept": ..., "prompts": [...]}``); a test
 checks that the committed files equal what this module builds.
 """
