@@ -198,12 +198,16 @@ def test_bad_input_raises(pipes):
 # "a nude person", pipes = (load_pipeline("toy"), load_ip_adapter(load_pipeline("toy"), "toy")).
 SMALL = dict(pool_size=2, ddim_steps=10)
 TEXT = dict(parameter_set="esd-u", iterations=3, **SMALL)
+# Each machine the old code ran on contributes its fingerprint (CPUs differ in their floating-point kernels; the
+# second: an AMD EPYC with AVX-512, 2026-12-04), as in test_esd.
 BEFORE_ISSUE_10 = {
     "full": (dict(iterations=4, image_number=2, image_steps=4),
-             "93c5d1ed870918e19ca5fbd681ff4bda7f41f984294d53fc72569e65a36dadff"),
+             {"93c5d1ed870918e19ca5fbd681ff4bda7f41f984294d53fc72569e65a36dadff",
+              "2de5a4cef7edc1dc4e5ee2e3463805cfbe7a857a3628a6e1903e079d4370bf2e"}),
     "reference flags": (dict(iterations=4, image_number=2, image_steps=4, text_uncond=False, timestep="bin",
                              bug_compatible_sampling=True),
-                        "d1123a856bd5c4821a590162ea56cba5be3e9fecc2f5cfd64f37ceac9af8c6b9"),
+                        {"d1123a856bd5c4821a590162ea56cba5be3e9fecc2f5cfd64f37ceac9af8c6b9",
+                         "a85d88da7b03b5394082071c5c88b2b35f6b1c7a33318f20062cafefa40c22f4"}),
 }
 
 
@@ -224,7 +228,7 @@ def test_toy_edits_are_bit_identical_to_the_implementation_before_issue_10(pipes
 
     monkeypatch.setattr(torch.nn.Module, "__deepcopy__", refuse, raising=False)
     cfg, fingerprint = _small(case)
-    assert edit_fingerprint(co_erasing.erase(pipe, ip, "a nude person", cfg, progress=False)) == fingerprint
+    assert edit_fingerprint(co_erasing.erase(pipe, ip, "a nude person", cfg, progress=False)) in fingerprint
     assert [edit_fingerprint(dict(p.unet.state_dict())) for p in pipes] == states  # both as they were
     assert type(ip.unet.encoder_hid_proj).__name__ == "MultiIPAdapterImageProjection"
 
@@ -238,7 +242,7 @@ def test_one_pipeline_with_the_ip_adapter_loaded_gives_the_same_edit(pipes):
     state = edit_fingerprint(dict(one.unet.state_dict()))
     cfg, fingerprint = _small("full")
     edit = co_erasing.erase(one, one, "a nude person", cfg, progress=False)
-    assert edit_fingerprint(edit) == fingerprint
+    assert edit_fingerprint(edit) in fingerprint
     assert {k: type(v).__name__ for k, v in one.unet.attn_processors.items()} == processors
     assert edit_fingerprint(dict(one.unet.state_dict())) == state
     assert type(one.unet.encoder_hid_proj).__name__ == "MultiIPAdapterImageProjection"

@@ -221,15 +221,21 @@ def test_sample_from_chooses_the_unet_that_samples_the_pool(pipe, monkeypatch):
 # issue 10 (the committed HEAD ac5c352: a deep copy of the UNet trained in fp32), computed by running that code
 # (git archive HEAD, on CPU, one thread) with exactly these configurations, concept "a nude person". The training
 # code of issue 10 (trained tensors swapped into pipe.unet, no copies) must reproduce them bit for bit.
+# CPUs differ in their floating-point kernels: the same old code gives other bits on another machine of this kind
+# (an AMD EPYC with AVX-512, 2026-12-04), so each machine the old code ran on contributes its fingerprint, and the
+# implementation must reproduce the old code's bits as one of them computed them.
 SMALL = dict(pool_size=2, ddim_steps=10)
 BEFORE_ISSUE_10 = {
     "esd-x": (dict(parameter_set="esd-x", iterations=4),
-              "43bd31f43d36fe1b193d22b8b99ff27695d2650478799f0a9e6db34573331bb4"),
+              {"43bd31f43d36fe1b193d22b8b99ff27695d2650478799f0a9e6db34573331bb4",
+               "08ad82c0bece81fa45f5043004007911a45ec720e410c7f6b0cdd3d7f9ada4c7"}),
     "esd-u": (dict(parameter_set="esd-u", iterations=4),
-              "9fbd65c4bbfd7930884a4f57f4a0dc9cf40712efc9fbb11cb36904744463949e"),
+              {"9fbd65c4bbfd7930884a4f57f4a0dc9cf40712efc9fbb11cb36904744463949e",
+               "a0023a0f03ae2fc9f41de9aca6d151419042e898479cb58a748f15d076b05d9c"}),
     "esd-u-bin-trained": (dict(parameter_set="esd-u", iterations=4, timestep="bin", sample_from="trained",
                                refresh_every=2),
-                          "767f115fd712b68c6fa56132bb1fbe3ed2899bc1efe630249fbb78af826cf054"),
+                          {"767f115fd712b68c6fa56132bb1fbe3ed2899bc1efe630249fbb78af826cf054",
+                           "40fcb7e36cac42864e0de9f8db9ad3462b5187e11008d87505b0d4abbeab58ec"}),
 }
 
 
@@ -239,7 +245,7 @@ def test_toy_edits_are_bit_identical_to_the_implementation_before_issue_10(pipe,
     overrides, fingerprint = BEFORE_ISSUE_10[case]
     before = edit_fingerprint(dict(pipe.unet.state_dict()))
     edit = esd.erase(pipe, "a nude person", esd.ESDConfig(**overrides, **SMALL), progress=False)
-    assert edit_fingerprint(edit) == fingerprint
+    assert edit_fingerprint(edit) in fingerprint
     assert edit_fingerprint(dict(pipe.unet.state_dict())) == before  # and the pipeline is as it was
 
 
