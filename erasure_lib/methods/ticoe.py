@@ -432,7 +432,7 @@ def _bank(bank, params: TICoEConfig, concept: str) -> list[str]:
     if bank is None:
         raise ValueError("CCCM needs a prompt bank: pass bank= (ticoe.load_bank(concept, profile)), or "
                          "TICoEConfig(cccm=False) for the concept prompt alone")
-    prompts = [p for p in bank]
+    prompts = list(bank)
     if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
         raise ValueError("the prompt bank must be a non-empty list of non-empty prompts")
     if params.bank_size is not None:
