@@ -7,7 +7,7 @@ keys an edit by its metadata), instead of a notebook cell copying another notebo
 * :func:`trce_edit`: chapter 11's TRCE edit (:data:`erasure_lib.profiles.CHAPTER11_PLANS`).
 * :func:`ticoe_edit`: chapter 12's TICoE edit (:data:`erasure_lib.profiles.CHAPTER12_PLANS`), its prompt bank from
   :func:`erasure_lib.methods.ticoe.load_bank` and its reference images generated once per (concept, seed) and kept
-  in memory for the ablation's variants.
+  in memory (the last four sets) for the ablation's variants.
 
 ``iteration_cap`` (a smoke test: every training at most that long, fewer trajectories and images) and ``optimizer``
 behave as in the chapters' parameters cells; ``None`` leaves the configs, and so the cache keys, as they are.
@@ -97,7 +97,11 @@ def trce_edit(pipe, name: str = "nudity", *, seed: int = 0, cache_dir=None, prof
                        lambda: trce.erase(pipe, name, cfg, progress=False), pipe=pipe)
 
 
-_REFERENCES: dict = {}  # (base model, prompt, seed, n, steps, guidance) -> TICoE's reference images, this session
+# (base model, prompt, seed, n, steps, guidance) -> TICoE's reference images, the last _KEEP_REFERENCES sets (chapter
+# 12's ablation reuses the main table's first concept's images after two other concepts; 200 SD-sized images hold
+# 150 MB)
+_REFERENCES: dict = {}
+_KEEP_REFERENCES = 4
 
 
 def ticoe_config(*, seed: int = 0, profile: str = "toy", preset: str | None = None,
@@ -129,7 +133,11 @@ def ticoe_edit(pipe, name: str, *, seed: int = 0, cache_dir=None, profile: str =
         key = (tuple(sorted(base_model(pipe).items())), (cfg.reference_prompt or "{concept}").format(concept=prompt),
                cfg.seed, cfg.reference_images, cfg.reference_steps, cfg.reference_guidance)
         if key not in _REFERENCES:
+            while len(_REFERENCES) >= _KEEP_REFERENCES:
+                _REFERENCES.pop(next(iter(_REFERENCES)))  # the oldest
             _REFERENCES[key] = ticoe.reference_images(pipe, prompt, cfg)
+        else:
+            _REFERENCES[key] = _REFERENCES.pop(key)  # now the newest
         return ticoe.erase(pipe, prompt, cfg, bank=bank, images=_REFERENCES[key], progress=False)
     return cached_edit(cache_dir, ticoe.metadata(prompt, cfg, bank), train, pipe=pipe)
 

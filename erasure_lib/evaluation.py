@@ -11,6 +11,10 @@ difference of two models' rates on those paired images.
 :func:`sample_edit` samples an edited model and caches its images on disk (keyed by the base model, the edit's
 tensors and every image's prompt, seed, guidance and steps), so the chapters that evaluate the same baselines on
 the same prompts sample them once.
+
+:func:`interference` (and :func:`interference_table` on judged tables at hand) gives the collateral damage of an
+edit concept by concept: every concept of the world (:func:`probe_concepts`) on its own held-out prompts, beside
+the unedited model's rate on the same seeds; :func:`worst_hit` names the concept each edit hurts most (:func:`worst_hit_summary`: as sentences).
 """
 from __future__ import annotations
 
@@ -297,6 +301,171 @@ def paired_difference(pairs, n_boot: int = 1000, seed: int = 0, level: float = 0
                         metric="paired rate difference (A - B)")
 
 
+# --- collateral damage, concept by concept: the interference matrix ---------------------------------------------
+#
+# Chapter 10's usability columns average over "other objects" / "look-alikes"; an average hides the one concept an
+# edit breaks. The interference table gives, for an edited model, the rate of every concept of the world on its own
+# held-out prompts beside the unedited model's rate on the same prompts and seeds (UnlearnCanvas's in-domain /
+# cross-domain retention matrix; TICoE's MCP is its look-alike column).
+
+_TOY_PROBE_SOURCES = ("explicit_object", "lookalike", "benign")  # the sets whose rows ask for one object
+
+
+def probe_concepts(profile: str = "toy") -> pd.DataFrame:
+    """The concepts an interference table probes, in column order: ``probed`` (name), ``family`` (``object``,
+    ``person``, ``style``, ``sensitive``) and ``held_out`` (the evaluation sets its prompts come from).
+
+    toy: the eight objects (look-alike pairs side by side), the clothed person (a person shown and not nude), the
+    four styles, nudity. sd14: the ten Imagenette classes (``objects``), the five artists of ``big_artists``, nudity
+    (UnlearnDiffAtk + I2P sexual), each judged as :func:`judge` judges that profile."""
+    from .tasks import IMAGENETTE, SD14_ARTISTS, concepts
+    from .toyworld.world import OBJECTS, STYLES
+    concepts(profile)  # raises on an unknown profile
+    if profile == "toy":
+        rows = ([(o, "object", _TOY_PROBE_SOURCES) for o in OBJECTS] + [("clothed person", "person", ("benign",))]
+                + [(s, "style", ("style",)) for s in STYLES]
+                + [("nudity", "sensitive", ("sensitive_explicit", "sensitive_implicit"))])
+    else:
+        rows = ([(o, "object", ("objects",)) for o in IMAGENETTE] + [(a, "style", ("big_artists",)) for a in SD14_ARTISTS]
+                + [("nudity", "sensitive", ("unlearndiff", "i2p_sexual"))])
+    return pd.DataFrame(rows, columns=["probed", "family", "held_out"])
+
+
+def _probe(judged: pd.DataFrame, probed: str, family: str, held_out: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of ``judged`` that probe the concept, whether each image shows it)."""
+    src = judged.source.isin(held_out).to_numpy()
+    if family == "sensitive":
+        return src, judged["nude"].to_numpy(bool)
+    if family == "person":  # a clothed person: the classifier sees a person, and not a nude one
+        rows = src & (judged.target == "person").to_numpy()
+        return rows, (judged["pred_object"] == "person").to_numpy() & ~judged["nude"].to_numpy(bool)
+    return src & (judged.target == probed).to_numpy(), judged["hit"].to_numpy(bool)
+
+
+def _own_column(erased: str, profile: str) -> tuple[str, str | None]:
+    """(the probe column of erased concept ``erased``, its look-alike's column or None)."""
+    from .tasks import _concept
+    from .toyworld.world import LOOKALIKES
+    target = _concept(erased, profile)["target"]
+    own = "nudity" if target == "nude" else target
+    return own, (LOOKALIKES.get(target) if profile == "toy" else None)
+
+
+def interference_table(judged: pd.DataFrame, clean: pd.DataFrame, erased: str | None = None, method: str = "",
+                       profile: str = "toy", probes: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> pd.DataFrame:
+    """The interference rows of one edited model from its judged evaluation table ``judged`` and the unedited
+    model's ``clean`` (two :func:`judge` tables of the same prompts and seeds, row for row, e.g. a chapter's cached
+    evaluation): for every probed concept (:func:`probe_concepts`; ``probes``: a subset by name) with rows in the
+    table, its rate on its own held-out prompts with a percentile-bootstrap interval over prompts (``lo``, ``hi``),
+    the clean model's (``clean_rate``, ``clean_lo``, ``clean_hi``) and the paired difference (``delta`` = rate -
+    clean rate, ``delta_lo``, ``delta_hi``: prompts resampled together for both models).
+
+    A tidy table: ``erased``, ``method``, ``probed``, ``family``, ``own`` (the erased concept's own column),
+    ``lookalike`` (its look-alike's column), the rates, ``n_images``, ``n_prompts``. Raises ``ValueError`` on an
+    unknown concept or probe, tables that are not the same images' rows, or a table with no probed rows."""
+    keys = ["case_id", "sample", "prompt"]
+    if len(judged) != len(clean) or not judged[keys].reset_index(drop=True).equals(clean[keys].reset_index(drop=True)):
+        raise ValueError("the edited and the clean tables must be judged tables of the same prompts and seeds, "
+                         "row for row")
+    if judged.empty:
+        raise ValueError("empty prompt table: nothing to probe")
+    table = probe_concepts(profile)
+    if probes is not None:
+        unknown = sorted(set(probes) - set(table.probed))
+        if unknown:
+            raise ValueError(f"unknown probed concept(s) {unknown} of profile {profile!r}; valid: "
+                             f"{', '.join(table.probed)}")
+        table = table[table.probed.isin(probes)]
+    own, lookalike = _own_column(erased, profile) if erased is not None else (None, None)
+    judged, clean = judged.reset_index(drop=True), clean.reset_index(drop=True)
+    groups = judged["case_id"].astype(str).to_numpy()
+    rows = []
+    for probed, family, held_out in table.itertuples(index=False):
+        mask, hit = _probe(judged, probed, family, held_out)
+        if not mask.any():
+            if probes is not None:
+                raise ValueError(f"the prompt table has no held-out prompt of {probed!r} (sets {', '.join(held_out)})")
+            continue
+        _, clean_hit = _probe(clean, probed, family, held_out)
+        est = [bootstrap_ci(v[mask].astype(float), groups=groups[mask], n_boot=n_boot, seed=seed, level=level)
+               for v in (hit, clean_hit, hit.astype(float) - clean_hit.astype(float))]
+        rows.append({"erased": erased or "", "method": method, "probed": probed, "family": family,
+                     "own": probed == own, "lookalike": probed == lookalike,
+                     "rate": est[0].value, "lo": est[0].lo, "hi": est[0].hi,
+                     "clean_rate": est[1].value, "clean_lo": est[1].lo, "clean_hi": est[1].hi,
+                     "delta": est[2].value, "delta_lo": est[2].lo, "delta_hi": est[2].hi,
+                     "n_images": int(mask.sum()), "n_prompts": int(pd.unique(groups[mask]).size)})
+    if not rows:
+        raise ValueError("the prompt table has no held-out prompt of any probed concept "
+                         f"({', '.join(table.probed)})")
+    return pd.DataFrame(rows)
+
+
+def interference(pipe, edit: dict | None, erased: str | None = None, method: str = "", profile: str = "toy",
+                 prompts: pd.DataFrame | None = None, probes: Sequence[str] | None = None,
+                 seeds_per_prompt: int | None = None, steps: int | None = None, batch_size: int | None = None,
+                 cache_dir=None, n_boot: int = 1000, seed: int = 0, clean: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The interference rows (:func:`interference_table`) of ``pipe`` with ``edit`` applied (``None``: the
+    unedited model, whose rows then have rate = clean rate), which erased concept ``erased`` (a concept of
+    :func:`erasure_lib.tasks.concepts`) with ``method``: the held-out evaluation prompts
+    (``prompts``; default :func:`erasure_lib.tasks.evaluation_prompts` of the profile) sampled at the profile's
+    seeds per prompt and steps (or those given) for the edited and the unedited model, each image cached under
+    ``cache_dir`` (:func:`sample_edit`), judged by the profile's judges. ``clean``: the unedited model's judged
+    table of the same rows, if already at hand."""
+    from .profiles import get_profile
+    from .tasks import evaluation_prompts
+    settings = get_profile(profile)
+    if erased is not None:
+        _own_column(erased, profile)  # raises on an unknown concept before anything is sampled
+    prompts = evaluation_prompts(profile) if prompts is None else prompts
+    if len(prompts) == 0:
+        raise ValueError("empty prompt table: nothing to probe")
+    kw = dict(seeds_per_prompt=seeds_per_prompt or settings.seeds_per_prompt, steps=steps or settings.steps,
+              batch_size=batch_size or settings.batch_size, cache_dir=cache_dir)
+    images, rows = sample_edit(pipe, edit, prompts, **kw)
+    judged = judge(images, rows, profile=profile)
+    if clean is None:
+        clean = judged if not edit else judge(*sample_edit(pipe, None, prompts, **kw), profile=profile)
+    return interference_table(judged, clean, erased=erased, method=method, profile=profile, probes=probes,
+                              n_boot=n_boot, seed=seed)
+
+
+def worst_hit(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (erased concept, method) of an interference table: the probed concept (not the erased one's own
+    column) whose rate fell most below the clean model's (``worst``, its ``rate``, ``clean_rate``, ``delta`` with
+    its interval) and the mean change over every other probed concept (``mean_delta``: the average a usability
+    column reports, which the worst case hides). Where no other concept fell below its clean rate, ``worst`` is
+    ``""`` (and its rates NaN, ``delta`` 0)."""
+    rows = []
+    for (erased, method), part in table.groupby(["erased", "method"], sort=False):
+        others = part[~part.own]
+        if others.empty:
+            continue
+        w = others.loc[others.delta.idxmin()]
+        row = {"erased": erased, "method": method, "worst": w.probed, "family": w.family,
+               "lookalike": bool(w.lookalike), "rate": w.rate, "clean_rate": w.clean_rate, "delta": w.delta,
+               "delta_lo": w.delta_lo, "delta_hi": w.delta_hi, "mean_delta": float(others.delta.mean())}
+        if w.delta >= 0:
+            row.update(worst="", family="", lookalike=False, rate=np.nan, clean_rate=np.nan, delta=0.0,
+                       delta_lo=np.nan, delta_hi=np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def worst_hit_summary(table: pd.DataFrame) -> str:
+    """:func:`worst_hit` of an interference table as sentences, one per edit: the worst-hit concept with its
+    rate before and after (and the change's interval), or that no other concept lost an image; then the mean
+    change over the other concepts."""
+    lines = []
+    for r in worst_hit(table).itertuples(index=False):
+        hit = (f"worst hit {r.worst}{' (its look-alike)' if r.lookalike else ''}, {r.clean_rate:.2f} -> {r.rate:.2f} "
+               f"({r.delta:+.2f} [{r.delta_lo:+.2f}, {r.delta_hi:+.2f}])" if r.worst else
+               "no other concept lost an image")
+        lines.append(f"{r.method} erasing {r.erased}: {hit}; mean change over the other concepts {r.mean_delta:+.2f}")
+    return "\n".join(lines)
+
+
 def toy_reference_images(n: int = 1000, seed: int = 0) -> np.ndarray:
     """The toy world's "real images" for FID_real: ``n`` freshly rendered scenes of the training
     distribution without the sensitive concept (the benign prompts' distribution), never seen in training."""
@@ -308,5 +477,6 @@ def toy_reference_images(n: int = 1000, seed: int = 0) -> np.ndarray:
             ).round().astype(np.uint8)
 
 
-__all__ = ["SAMPLE_CACHE", "SAMPLE_CACHE_VERSION", "SEED_STRIDE", "erasure_summary", "expand_seeds", "judge",
-           "paired_difference", "rate_table", "sample_edit", "sample_key", "sample_prompts", "toy_reference_images"]
+__all__ = ["SAMPLE_CACHE", "SAMPLE_CACHE_VERSION", "SEED_STRIDE", "erasure_summary", "expand_seeds", "interference",
+           "interference_table", "judge", "paired_difference", "probe_concepts", "rate_table", "sample_edit",
+           "sample_key", "sample_prompts", "toy_reference_images", "worst_hit", "worst_hit_summary"]

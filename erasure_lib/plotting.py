@@ -1,4 +1,5 @@
-"""Figures shared by every notebook: image grids with row and column labels, censored where they must be."""
+"""Figures shared by every notebook: image grids with row and column labels, censored where they must be; the
+interference heat map (:func:`interference_heatmap`)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -46,5 +47,47 @@ def image_grid(images, nrows: int, ncols: int, row_labels=None, col_labels=None,
             ax.set_ylabel(lab, fontsize=8, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def interference_heatmap(table, title: str | None = None, annotate: bool = True, cell: float = 0.48):
+    """The interference matrix of an :func:`erasure_lib.evaluation.interference_table` (one or more models' rows):
+    one row per (method, erased concept), one column per probed concept, colour = rate minus the unedited model's
+    rate (blue: lost, red: gained), the value written in each cell. The erased concept's own cell is framed in
+    black, its look-alike's in orange (dashed), and look-alike columns of any row get an orange label. Returns
+    the figure."""
+    import pandas as pd
+    from matplotlib.patches import Rectangle
+    table = pd.DataFrame(table)
+    rows = list(dict.fromkeys(zip(table.method, table.erased)))
+    cols = list(dict.fromkeys(table.probed))
+    delta = np.full((len(rows), len(cols)), np.nan)
+    kind = np.zeros((len(rows), len(cols)), int)  # 1 own, 2 look-alike
+    for r in table.itertuples(index=False):
+        i, j = rows.index((r.method, r.erased)), cols.index(r.probed)
+        delta[i, j] = r.delta
+        kind[i, j] = 1 if r.own else 2 if r.lookalike else 0
+    fig, ax = plt.subplots(figsize=(cell * len(cols) + 2.6, cell * len(rows) + 1.6))
+    im = ax.imshow(delta, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{m}: {e}" if e else m for m, e in rows], fontsize=8)
+    for lab, j in zip(ax.get_xticklabels(), range(len(cols))):
+        if (kind[:, j] == 2).any():
+            lab.set_color("tab:orange")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if annotate and np.isfinite(delta[i, j]):
+                ax.text(j, i, f"{delta[i, j]:+.2f}".replace("+0.00", "0").replace("-0.00", "0"), ha="center",
+                        va="center", fontsize=6, color="white" if abs(delta[i, j]) > 0.6 else "black")
+            if kind[i, j]:
+                ax.add_patch(Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False, lw=1.6,
+                                       ec="black" if kind[i, j] == 1 else "tab:orange",
+                                       ls="-" if kind[i, j] == 1 else "--"))
+    ax.set_xlabel("probed concept (its own held-out prompts)")
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="rate - unedited rate")
+    ax.set_title(title or "Interference: each edit's effect on every concept (framed: erased; dashed: look-alike)",
+                 fontsize=9)
     fig.tight_layout()
     return fig

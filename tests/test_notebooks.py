@@ -24,6 +24,26 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
+def _interference_checks(out, profile="toy", concept="nudity"):
+    """The chapter's interference table (issue 16): one block of rows per edit of its main table (``concept``: the
+    erased concept of a main table without a concept column), every probed concept of the profile that has rows,
+    rates in [0, 1] with ordered intervals, and at most one own column per edit."""
+    from erasure_lib.evaluation import probe_concepts
+    inter = pd.read_csv(out / "interference.csv")
+    main = pd.read_csv(out / "main.csv")
+    edited = main[main.method != "SD (unedited)"]
+    erased = edited.concept if "concept" in edited else pd.Series(concept, index=edited.index)
+    assert set(zip(inter.erased, inter.method)) == set(zip(erased, edited.method))
+    probes = set(probe_concepts(profile).probed)
+    assert set(inter.probed) <= probes and (profile != "toy" or set(inter.probed) == probes)
+    assert inter[["rate", "clean_rate", "delta"]].notna().all().all()
+    assert inter.rate.between(0, 1).all() and (inter.lo <= inter.rate).all() and (inter.rate <= inter.hi).all()
+    assert (inter.delta - (inter.rate - inter.clean_rate)).abs().max() < 1e-9
+    assert inter.groupby(["erased", "method"]).own.sum().le(1).all()
+    assert (out / "interference.json").exists()
+    return inter
+
+
 def test_co_erasing_notebook_runs_ci_sized(tmp_path, monkeypatch):
     committed = ROOT / "results" / "10_co_erasing" / "main.csv"
     before = _digest(committed)
@@ -31,6 +51,8 @@ def test_co_erasing_notebook_runs_ci_sized(tmp_path, monkeypatch):
                seeds_per_prompt=1, steps=3, n_boot=20, cache_dir=None)
     main = pd.read_csv(out / "main.csv")
     assert len(main) == 3 * 5 and set(main.method) == {"SD (unedited)", "ESD-x", "ESD-u", "UCE", "Co-Erasing"}
+    inter = _interference_checks(out)
+    assert inter.own.sum() == 12  # every edit of the three concepts (nudity, starry, church) has its own column
     for table in ("ablation", "tradeoff", "claim"):
         assert (out / f"{table}.csv").exists() and (out / f"{table}.json").exists()
     assert _digest(committed) == before  # the committed results are not touched
@@ -45,6 +67,7 @@ def test_trce_notebook_runs_ci_sized(tmp_path, monkeypatch):
     assert list(main.method) == ["SD (unedited)", "ESD-x", "ESD-u", "UCE", "Co-Erasing", "TRCE (T)", "TRCE (T+V)"]
     assert main[["explicit", "implicit", "context-only", "FID_gen", "FID_real", "CLIP"]].notna().all().all()
     assert len(pd.read_csv(out / "ablation.csv")) == 8
+    assert _interference_checks(out).own.sum() == 6
     paired = pd.read_csv(out / "paired.csv")
     assert set(paired.claim) <= {"a", "b"} and "b" in set(paired.claim)
     assert paired.difference.between(-1, 1).all() and (paired.lo <= paired.hi).all()
@@ -138,6 +161,7 @@ def test_co_erasing_notebook_runs_on_the_sd14_test_model_at_the_papers_plan(tmp_
     assert main.loc[main.concept == "nudity", "implicit"].notna().all()
     for table in ("ablation", "tradeoff", "claim"):
         assert (out / f"{table}.csv").exists() and (out / f"{table}.json").exists()
+    assert {"nudity", "Van Gogh"} <= set(_interference_checks(out, "sd14").probed)
     assert '"profile": "sd14"' in (out / "main.json").read_text()
     assert _digest(committed) == before
 
@@ -178,6 +202,7 @@ def test_trce_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_t
     assert main[["explicit", "implicit", "FID_gen", "CLIP"]].notna().all().all()
     assert not (out / "ablation.csv").exists()
     assert set(pd.read_csv(out / "claim.csv").seed) == {0}
+    assert "nudity" in set(_interference_checks(out, "sd14").probed)
     provenance = (out / "main.json").read_text()
     assert '"profile": "sd14"' in provenance and "prompt_set='sd14'" in provenance and '"pairs": 300' in provenance
     assert _digest(committed) == before
@@ -199,6 +224,7 @@ def _ticoe_checks(out, concepts, methods):
                                      "not confirmed, limited by the toy world"}
     paired = pd.read_csv(out / "paired.csv")
     assert paired.difference.between(-1, 1).all() and (paired.lo <= paired.hi).all()
+    _interference_checks(out, "toy" if "nudity" in concepts else "sd14")
     return main, verdicts
 
 

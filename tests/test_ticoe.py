@@ -234,3 +234,17 @@ def test_erase_lowers_tench_and_keeps_goldfish(pipe):
     tench, gold, other = _object_rates(pipe, edit)
     assert tench0 >= 0.9 and tench <= 0.5
     assert gold >= gold0 - 0.1 and other >= other0 - 0.1
+
+
+def test_chapter_reference_images_are_memoised_and_bounded(pipe, monkeypatch):
+    """chapters.ticoe_edit generates a (concept, seed)'s reference images once while they are among the last four
+    sets used (the ablation's variants reuse the main table's), and drops the oldest beyond that (memory on SD)."""
+    from erasure_lib import chapters
+    calls = []
+    monkeypatch.setattr(chapters, "_REFERENCES", {})
+    monkeypatch.setattr(chapters.ticoe, "reference_images", lambda p, c, cfg: calls.append(cfg.seed) or np.zeros(1))
+    monkeypatch.setattr(chapters.ticoe, "erase", lambda *a, **k: {})
+    for s in (0, 0, 1, 2, 3, 0, 4, 1, 0):
+        chapters.ticoe_edit(pipe, "tench", seed=s, cache_dir=None)
+    # 0 once while held; 4 evicts 1 (the oldest after 0 was reused), so 1 is made again, which evicts 2
+    assert calls == [0, 1, 2, 3, 4, 1] and len(chapters._REFERENCES) == 4
