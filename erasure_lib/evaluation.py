@@ -277,6 +277,12 @@ def erasure_summary(judged: pd.DataFrame, images: np.ndarray, masks: dict[str, n
     return out
 
 
+def _same_images(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two judged tables are of the same images' prompts and seeds, row for row (a paired comparison)."""
+    keys = ["case_id", "sample", "prompt"]
+    return len(a) == len(b) and a[keys].reset_index(drop=True).equals(b[keys].reset_index(drop=True))
+
+
 def paired_difference(pairs, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
     """Rate of model A minus rate of model B on the same images' prompts and seeds, with a paired cluster-bootstrap
     interval (:func:`~erasure_lib.metrics.bootstrap_ci`): ``pairs`` is a list of ``(judged_a, judged_b, mask)``
@@ -286,9 +292,7 @@ def paired_difference(pairs, n_boot: int = 1000, seed: int = 0, level: float = 0
     :class:`~erasure_lib.metrics.Estimate` (``n``: the images compared)."""
     diffs, groups = [], []
     for judged_a, judged_b, mask in pairs:
-        keys = ["case_id", "sample", "prompt"]
-        if len(judged_a) != len(judged_b) or not judged_a[keys].reset_index(drop=True).equals(
-                judged_b[keys].reset_index(drop=True)):
+        if not _same_images(judged_a, judged_b):
             raise ValueError("a paired difference needs two tables of the same prompts and seeds, row for row")
         mask = np.asarray(mask, bool)
         if mask.shape != (len(judged_a),):
@@ -364,8 +368,7 @@ def interference_table(judged: pd.DataFrame, clean: pd.DataFrame, erased: str | 
     A tidy table: ``erased``, ``method``, ``probed``, ``family``, ``own`` (the erased concept's own column),
     ``lookalike`` (its look-alike's column), the rates, ``n_images``, ``n_prompts``. Raises ``ValueError`` on an
     unknown concept or probe, tables that are not the same images' rows, or a table with no probed rows."""
-    keys = ["case_id", "sample", "prompt"]
-    if len(judged) != len(clean) or not judged[keys].reset_index(drop=True).equals(clean[keys].reset_index(drop=True)):
+    if not _same_images(judged, clean):
         raise ValueError("the edited and the clean tables must be judged tables of the same prompts and seeds, "
                          "row for row")
     if judged.empty:

@@ -50,3 +50,36 @@ def explicit_rates(pipe, clf, seeds_per_prompt=2, steps=10, guidance=5.0):
 @pytest.fixture(scope="session")
 def rates():
     return explicit_rates
+
+
+# --- the sd14 profile, on the SD-v1.4-shaped test model (random weights, narrow channels, built offline) ------------
+
+SD14_FILES = ("nudity-unlearndiff.csv", "I2P_prompts_4703.csv", "big_artist_prompts.csv", "coco_30k_val.csv")
+
+
+@pytest.fixture(scope="module")
+def sd14_test_world(tmp_path_factory):
+    """The test model, its IP-Adapter and CLIP judge, and a prompt cache holding the real sd14 prompt files: the
+    environment (name -> value) that points the sd14 profile at them (:func:`sd14_env` sets it)."""
+    from pathlib import Path
+
+    import erasure_lib
+    from erasure_lib.testing import build_all
+    benchmarks = Path(os.environ.get("ERASURE_BOOK_BENCHMARKS")
+                      or Path(erasure_lib.__file__).resolve().parents[2] / "shared" / "benchmarks")
+    if not all((benchmarks / f).exists() for f in SD14_FILES):
+        pytest.skip(f"the sd14 reference prompt files are not in {benchmarks} (set ERASURE_BOOK_BENCHMARKS)")
+    root = tmp_path_factory.mktemp("sd14")
+    paths = build_all(root / "models")
+    (root / "cache" / "prompts").mkdir(parents=True)
+    for f in SD14_FILES:
+        shutil.copyfile(benchmarks / f, root / "cache" / "prompts" / f)
+    return {"ERASURE_BOOK_SD14": str(paths["pipeline"]), "ERASURE_BOOK_SD14_IP_ADAPTER": str(paths["ip_adapter"]),
+            "ERASURE_BOOK_SD14_CLIP": str(paths["clip"]), "ERASURE_BOOK_SD14_FID": f"clip:{paths['clip']}",
+            "ERASURE_BOOK_CACHE": str(root / "cache")}
+
+
+def sd14_env(monkeypatch, world):
+    """Point the sd14 profile at the test world of :func:`sd14_test_world` for one test."""
+    for key, value in world.items():
+        monkeypatch.setenv(key, value)

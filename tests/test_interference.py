@@ -168,30 +168,14 @@ def test_heatmap_marks_own_and_lookalike_cells():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["A: tench", "B: nudity"]
 
 
-def test_interference_runs_on_the_sd14_test_model(tmp_path, monkeypatch):
+def test_interference_runs_on_the_sd14_test_model(monkeypatch, sd14_test_world):
     """The same function on the sd14 profile (the SD-v1.4-shaped test model: random weights, so no rate is asserted):
     the profile's probed concepts (Imagenette classes, big_artists' artists, nudity) judged by its judges (CLIP
     zero-shot, NudeNet), a UCE edit of church with church as its own column."""
-    import os
-    import shutil
-    from pathlib import Path
-
-    import erasure_lib
+    from conftest import sd14_env
     from erasure_lib.loading import load_pipeline
     from erasure_lib.tasks import baseline_edit
-    from erasure_lib.testing import build_all
-    bench = Path(os.environ.get("ERASURE_BOOK_BENCHMARKS")
-                 or Path(erasure_lib.__file__).resolve().parents[2] / "shared" / "benchmarks")
-    files = ("nudity-unlearndiff.csv", "I2P_prompts_4703.csv", "big_artist_prompts.csv", "coco_30k_val.csv")
-    if not all((bench / f).exists() for f in files):
-        pytest.skip(f"the sd14 reference prompt files are not in {bench} (set ERASURE_BOOK_BENCHMARKS)")
-    paths = build_all(tmp_path / "models")
-    (tmp_path / "cache" / "prompts").mkdir(parents=True)
-    for f in files:
-        shutil.copyfile(bench / f, tmp_path / "cache" / "prompts" / f)
-    for key, value in {"ERASURE_BOOK_SD14": paths["pipeline"], "ERASURE_BOOK_SD14_CLIP": paths["clip"],
-                       "ERASURE_BOOK_SD14_FID": f"clip:{paths['clip']}", "ERASURE_BOOK_CACHE": tmp_path / "cache"}.items():
-        monkeypatch.setenv(key, str(value))
+    sd14_env(monkeypatch, sd14_test_world)
     pipe = load_pipeline("sd14", device="cpu")
     prompts = evaluation_prompts("sd14", sizes={"unlearndiff": 2, "i2p_sexual": 2, "objects": None, "big_artists": 5,
                                                 "coco_3k": 2}, download=False)

@@ -101,37 +101,10 @@ def test_toy_world_notebook_calibration_runs_ci_sized(tmp_path, monkeypatch):
 
 # --- the sd14 profile, on the SD-v1.4-shaped test model (random weights, narrow channels, built offline) ------------
 
-import os  # noqa: E402
-import shutil  # noqa: E402
+# the test model and its prompt cache: the sd14_test_world fixture and sd14_env (tests/conftest.py)
+from conftest import sd14_env as _sd14_env  # noqa: E402
 
-import erasure_lib  # noqa: E402
-
-BENCHMARKS = Path(os.environ.get("ERASURE_BOOK_BENCHMARKS")
-                  or Path(erasure_lib.__file__).resolve().parents[2] / "shared" / "benchmarks")
-SD14_FILES = ("nudity-unlearndiff.csv", "I2P_prompts_4703.csv", "big_artist_prompts.csv", "coco_30k_val.csv")
 SD14_SIZES = {"unlearndiff": 3, "i2p_sexual": 3, "objects": None, "big_artists": 10, "coco_3k": 6}
-
-
-@pytest.fixture(scope="module")
-def sd14_test_world(tmp_path_factory):
-    """The test model, its IP-Adapter and CLIP judge, and a prompt cache holding the real sd14 prompt files."""
-    if not all((BENCHMARKS / f).exists() for f in SD14_FILES):
-        pytest.skip(f"the sd14 reference prompt files are not in {BENCHMARKS} (set ERASURE_BOOK_BENCHMARKS)")
-    from erasure_lib.testing import build_all
-    root = tmp_path_factory.mktemp("sd14")
-    paths = build_all(root / "models")
-    (root / "cache" / "prompts").mkdir(parents=True)
-    for f in SD14_FILES:
-        shutil.copyfile(BENCHMARKS / f, root / "cache" / "prompts" / f)
-    return {"ERASURE_BOOK_SD14": str(paths["pipeline"]), "ERASURE_BOOK_SD14_IP_ADAPTER": str(paths["ip_adapter"]),
-            "ERASURE_BOOK_SD14_CLIP": str(paths["clip"]), "ERASURE_BOOK_SD14_FID": f"clip:{paths['clip']}",
-            "ERASURE_BOOK_CACHE": str(root / "cache")}
-
-
-def _sd14_env(monkeypatch, world):
-    for key, value in world.items():
-        monkeypatch.setenv(key, value)
-
 
 def test_evaluation_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
     _sd14_env(monkeypatch, sd14_test_world)
