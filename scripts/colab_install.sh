@@ -9,7 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pip install -q --no-deps --ignore-requires-python -e "$here"
 pip install -q diffusers==0.42.1 transformers==5.24.0 accelerate==1.15.0 safetensors==0.8.0 tokenizers==0.23.3 \
-    torchmetrics==1.9.0 nudenet==3.4.2 seaborn==0.13.2 tqdm
+    torchmetrics==1.9.0 nudenet==3.4.2 peft==0.21.2 seaborn==0.13.2 tqdm
 if [ "${ERASURE_BOOK_GPU_EXTRA:-0}" = "1" ]; then
     pip install -q --no-deps torch-fidelity==0.3.0 scipy
 fi
