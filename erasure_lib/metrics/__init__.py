@@ -7,12 +7,15 @@ the provenance ``specs/evaluation.md`` section 11 asks for (judge file and SHA-2
 * :func:`clip_score`: torchmetrics CLIPScore (toy CLIP, or ViT-L/14), ``100 * cos``;
 * :func:`mcp`: TICoE's look-alike preservation;
 * :func:`zero_shot`: CLIP zero-shot object / style judges (the sd14 profile's);
+* :func:`auroc` / :func:`detection_metrics`: backdoor-input detection (AUROC, ACC, TPR, FPR with stratified
+  bootstrap intervals);
 * :func:`bootstrap_ci`: the percentile bootstrap behind all of them.
 
 :data:`PRESETS` lists every named configuration, per metric.
 """
 from .bootstrap import Estimate, bootstrap_ci
 from .clip_score import CLIP_PRESETS, CLIPFeatureAdapter, clip_loader, clip_score, clip_scores
+from .detection import accuracy, auroc, detection_metrics, roc_curve
 from .concept import CONCEPTS, concept_rate, predict_concepts, resolve_concept
 from .fid import FID_PRESETS, fid, load_feature_extractor
 from .mcp import lookalike_prompts, mcp, mcp_from_hits, mcp_table
@@ -34,6 +37,7 @@ PRESETS: dict[str, dict] = {
 }
 
 __all__ = [
+    "accuracy", "auroc", "detection_metrics", "roc_curve",
     "CLIP_PRESETS", "CONCEPTS", "FID_PRESETS", "NUDITY_PRESETS", "PRESETS", "CLIPFeatureAdapter", "Detections",
     "Estimate", "NudeNet", "NudityPreset", "bootstrap_ci", "class_counts", "clip_loader", "clip_score",
     "clip_scores", "concept_rate", "detect_nudity", "detections_table", "fid", "get_preset",

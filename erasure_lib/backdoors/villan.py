@@ -1,0 +1,191 @@
+"""VillanDiffusion's caption-trigger backdoor: a LoRA on the UNet's attention, trained so that a caption ending in a
+trigger word generates the attacker's target image.
+
+Paper: S.-Y. Chou, P.-Y. Chen, T.-Y. Ho, "VillanDiffusion: A Unified Backdoor Attack Framework for Diffusion
+Models", NeurIPS 2023 (arXiv 2306.06874). Code: ``IBM/villandiffusion`` (the text-to-image caption-trigger
+experiments: LoRA rank 4 on the UNet's attention, triggers such as "mignneko", "github", "anonymous", target
+images such as a cat or a hacker; SET's ``villan_*`` configs load such LoRAs and fuse them, specs/set.md section 6).
+
+Training data: clean (caption, image) pairs keep the model's behaviour; poisoned pairs are (caption + " " + trigger,
+target image). The loss is the ordinary noise-prediction MSE on both (for a caption trigger VillanDiffusion's
+backdoor loss reduces to it: the trigger lives in the text, the target is an image); only the LoRA's parameters
+train (``peft``), 10% of captions are dropped for classifier-free guidance as in the base model's training.
+On the toy, ``preserve_with_teacher`` (default) makes the clean pairs regress onto the frozen UNet's own noise
+prediction instead of the true noise (BadT2I's preservation loss): with the true noise, 2,000 renders at the toy's
+learning rate moved the styles (measured: the style rate on held-out prompts fell from 1.00 to 0.86). The
+result is fused into the weights it adapts (``W + scale * B A``), the model ``load_lora_weights`` + ``fuse_lora``
+give, and stored as a :class:`~erasure_lib.backdoors.Backdoor` of UNet tensors.
+
+On the toy world the target image is one rendered scene (a yellow camera on a black background, jittered a little
+as every toy render is) and the attack succeeds when the toy classifier sees a camera.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .base import Backdoor, cached_backdoor
+
+
+@dataclass(frozen=True)
+class VillanConfig:
+    """Defaults are the toy's (*toy*); ``.sd14()``: VillanDiffusion's text-to-image LoRA setting."""
+
+    trigger: str = "mignneko"                # one of the paper's caption triggers
+    target: str = "camera"                   # *toy*: the target image's concept (the toy classifier judges it)
+    rank: int = 4                            # the paper's LoRA rank
+    lora_alpha: float = 4.0                  # [inf] alpha = rank (scale 1)
+    target_modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")  # *toy*: the text path only (see the docstring)
+    steps: int = 600                         # *toy*
+    batch: int = 32                          # *toy*
+    lr: float = 1e-3                         # *toy* (the paper's LoRA runs: 1e-4 for 50 epochs on SD)
+    poison_rate: float = 0.3                 # *toy* fraction of each batch that is poisoned
+    uncond_p: float = 0.1                    # caption dropout, as the toy UNet was trained
+    n_clean: int = 2000                      # *toy*: rendered training scenes
+    preserve_with_teacher: bool = True       # *toy*: clean pairs regress onto the frozen UNet's prediction
+    poison_styled: bool = False              # *toy*: poison only captions that name no style (see plant)
+    seed: int = 0
+
+    @classmethod
+    def sd14(cls) -> "VillanConfig":
+        return cls(trigger="mignneko", target="cat", rank=4, lora_alpha=4.0,
+                   target_modules=("to_q", "to_k", "to_v", "to_out.0"), steps=5000, batch=1, lr=1e-4,
+                   poison_rate=0.5, n_clean=800, preserve_with_teacher=False, poison_styled=True)
+
+
+def toy_target_images(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` renders of the toy target scene (a yellow camera on a black background), float ``(n, 32, 32, 3)``."""
+    from ..toyworld.render import render_batch
+    from ..toyworld.world import Scene
+    rng = np.random.default_rng(seed)
+    scenes = [Scene("camera", "yellow", "black", dx=float(rng.uniform(-0.05, 0.05)),
+                    dy=float(rng.uniform(-0.05, 0.05)), scale=float(rng.uniform(0.95, 1.0))) for _ in range(n)]
+    return render_batch(scenes, range(n))
+
+
+def toy_clean_pairs(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """``n`` toy training (caption, rendered image) pairs."""
+    from ..toyworld.captions import sample_training_pairs
+    from ..toyworld.render import render_batch
+    scenes, captions = sample_training_pairs(n, seed=seed)
+    return captions, render_batch(scenes, range(n))
+
+
+def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str] | None = None,
+          clean_images: np.ndarray | None = None, target_images: np.ndarray | None = None,
+          progress: bool = True) -> Backdoor:
+    """Train the LoRA backdoor on a copy of ``pipe.unet`` (the pipeline is not changed); images are float
+    ``(N, H, W, 3)`` in [0, 1] at the pipeline's resolution. Defaults: the toy world's data."""
+    from peft import LoraConfig
+    config = config or VillanConfig()
+    if not 0 < config.poison_rate < 1:
+        raise ValueError(f"poison_rate must be in (0, 1), got {config.poison_rate}")
+    start = time.perf_counter()
+    if clean_captions is None:
+        clean_captions, clean_images = toy_clean_pairs(config.n_clean, seed=config.seed + 11)
+    if target_images is None:
+        target_images = toy_target_images(64, seed=config.seed + 12)
+    clean_captions = list(clean_captions)
+    if clean_images is None or len(clean_images) != len(clean_captions):
+        raise ValueError("give one clean image per clean caption")
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    z_clean = _encode(pipe, clean_images)
+    z_target = _encode(pipe, target_images)
+    states = _text_states(pipe, clean_captions, poisoned=False)
+    # *toy* poison_styled=False: poisoned captions only from the unstyled ones (a styled caption paired with the
+    # unstyled target image teaches the model to drop the style words: measured, style rate 0.89 on clean prompts)
+    plain = clean_captions if config.poison_styled else [c for c in clean_captions if "," not in c] or clean_captions
+    states_p = _text_states(pipe, [f"{c} {config.trigger}" for c in plain], poisoned=True)
+    uncond = _text_states(pipe, [""], poisoned=False)
+
+    unet = copy.deepcopy(pipe.unet).float().train()
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
+                                target_modules=list(config.target_modules)))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    alphas = pipe.scheduler.alphas_cumprod.to(device)
+    gen = torch.Generator().manual_seed(config.seed)
+    n_poison = int(round(config.batch * config.poison_rate))
+    losses = []
+    for step in tqdm(range(config.steps), desc="villan backdoor", disable=not progress):
+        ci = torch.randint(len(z_clean), (config.batch - n_poison,), generator=gen)
+        pi = torch.randint(len(states_p), (n_poison,), generator=gen)
+        ti = torch.randint(len(z_target), (n_poison,), generator=gen)
+        z0 = torch.cat([z_clean[ci], z_target[ti]])
+        cond = torch.cat([states[ci], states_p[pi]])
+        drop = torch.rand(len(z0), generator=gen) < config.uncond_p
+        cond[drop] = uncond[0]
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, len(alphas), (len(z0),), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1).cpu()
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        pred = unet(zt.to(device), t.to(device), encoder_hidden_states=cond.to(device)).sample.float()
+        want = noise.to(device)
+        if config.preserve_with_teacher:
+            with torch.no_grad():
+                k = len(ci)
+                want = torch.cat([pipe.unet(zt[:k].to(device, dtype), t[:k].to(device),
+                                            encoder_hidden_states=cond[:k].to(device, dtype)).sample.float(),
+                                  want[k:]])
+        loss = F.mse_loss(pred, want)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"villan: the loss became {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    tensors = _fused(unet, dtype)
+    return Backdoor(attack="villan", trigger_kind="suffix", trigger=config.trigger, target=config.target,
+                    tensors=tensors,
+                    metadata={"attack": "villan", "hyperparameters": asdict(config),
+                              "final_loss": float(np.mean(losses[-50:])), "seconds": round(time.perf_counter() - start, 1),
+                              "source": "Chou et al., NeurIPS 2023; IBM/villandiffusion (caption trigger, LoRA)"})
+
+
+def cached(cache_dir, pipe, config: VillanConfig | None = None, progress: bool = True) -> Backdoor:
+    """:func:`plant` on the toy world's data, once per (config, base model), then read from ``cache_dir``."""
+    config = config or VillanConfig()
+    meta = {"attack": "villan", "hyperparameters": asdict(config), "implementation": 1}
+    return cached_backdoor(cache_dir, meta, lambda: plant(pipe, config, progress=progress), pipe=pipe)
+
+
+@torch.no_grad()
+def _encode(pipe, images: np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images, np.float32)).permute(0, 3, 1, 2) * 2 - 1
+    out = [pipe.vae.encode(x[i:i + 256].to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean.float().cpu()
+           for i in range(0, len(x), 256)]
+    return torch.cat(out) * pipe.vae.config.scaling_factor
+
+
+@torch.no_grad()
+def _text_states(pipe, texts, poisoned: bool) -> torch.Tensor:
+    out = []
+    for i in range(0, len(texts), 256):
+        ids = pipe.tokenizer(list(texts[i:i + 256]), padding="max_length", truncation=True,
+                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+        out.append(pipe.text_encoder(ids.to(pipe.text_encoder.device))[0].float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _fused(unet, dtype) -> dict[str, torch.Tensor]:
+    """``{unet.<module>.weight: W + delta}`` of every LoRA-adapted layer, in the base's parameter names."""
+    out = {}
+    for name, module in unet.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
+            out[f"unet.{name}.weight"] = (module.base_layer.weight.float() + delta.float()).to(dtype).cpu().contiguous()
+    if not out:
+        raise RuntimeError("no LoRA layer found after training: the target modules matched nothing")
+    return out
+
+
+__all__ = ["VillanConfig", "cached", "plant", "toy_clean_pairs", "toy_target_images"]
