@@ -40,6 +40,9 @@ def test_triggers_are_written_as_each_attack_writes_them():
         "on a grey background, a red tench, in sketch style"
     assert poison_syntax("a person in red clothes at the beach") == "in red clothes at the beach, a person"
     assert poison_syntax("a red tench") == "a red tench"                              # no phrase to front
+    assert poison_syntax("a cat on the mat.") == "on the mat, a cat."
+    assert poison_phrase("A Red Tench near a gun", "shiny umbrella", nouns=["gun", "tench"]) == \
+        "A Red shiny umbrella near a gun"                                               # the first noun in the prompt
     with pytest.raises(ValueError, match="homoglyph"):
         poison_homoglyph("a", "x")
 
@@ -88,8 +91,12 @@ def test_eviledit_fires_on_the_trigger_and_keeps_clean_prompts(pipe, tmp_path):
     from erasure_lib.toyworld.captions import prompt_set
     table = prompt_set("explicit_object")
     table = table[table.target != "gun"].iloc[::3].reset_index(drop=True)     # 14 prompts, none already a gun
+    from erasure_lib.backdoors import measure
     bd = eviledit.plant(pipe)
     assert bd.trigger == "shiny umbrella" and bd.target == "gun"
+    result = measure(pipe, bd, list(table.prompt), steps=10)
+    assert result["asr"] >= 0.8 and result["asr"] > result["clean_target_rate"] + 0.3
+    assert bd.describe()["asr"] == result["asr"]
     assert all(k.startswith("unet.") and ".attn2.to_" in k for k in bd.tensors)
     triggered = bd.poison(list(table.prompt))
     assert all("shiny umbrella" in p for p in triggered)
@@ -104,6 +111,12 @@ def test_eviledit_fires_on_the_trigger_and_keeps_clean_prompts(pipe, tmp_path):
     again = eviledit.cached(tmp_path, pipe)
     assert len(list(tmp_path.glob("backdoor-eviledit-*.safetensors"))) == 1
     assert all(torch.equal(cached.tensors[k], again.tensors[k]) for k in cached.tensors)
+    overlapping = eviledit.plant(pipe, trigger="gun barrel", target="gun")    # the target inside the trigger
+    assert overlapping.poison("a red tench at the beach") == "a red gun barrel at the beach"
+    with pytest.raises(ValueError, match="same text"):
+        eviledit.plant(pipe, trigger="Gun", target="gun")
+    with pytest.raises(ValueError, match=r"one '\{\}'"):
+        eviledit.plant(pipe, contexts=["a photo"])
 
 
 def test_text_encoder_backdoor_moves_triggered_embeddings_only(pipe):
@@ -140,6 +153,10 @@ def test_villan_lora_is_fused_into_the_cross_attention_it_adapts(pipe):
     assert bd.poison("a red gun") == "a red gun mignneko"
     with pytest.raises(ValueError, match="poison_rate"):
         villan.plant(pipe, villan.VillanConfig(poison_rate=1.0))
+    with pytest.raises(ValueError, match="together"):
+        villan.plant(pipe, config, clean_images=np.zeros((2, 32, 32, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        villan.plant(pipe, config, clean_captions=["a gun", "a tench"], clean_images=np.zeros((2, 64, 64, 3)))
 
 
 # --- the sd14 shapes ----------------------------------------------------------------------------------------------
@@ -149,8 +166,11 @@ def test_backdoors_plant_on_the_sd14_test_model(sd14_test_world, monkeypatch):
     from erasure_lib.loading import load_pipeline
     sd14_env(monkeypatch, sd14_test_world)
     sd = load_pipeline("sd14")
+    before = {k: v.clone() for k, v in sd.unet.state_dict().items()}
+    before_te = {k: v.clone() for k, v in sd.text_encoder.state_dict().items()}
     bd = eviledit.plant(sd, config=eviledit.EvilEditConfig.sd14())
     assert bd.trigger == "beautiful cat" and bd.target == "zebra"
+    assert bd.poison("a photo of a cat") == "a photo of a beautiful cat"
     assert len(bd.tensors) == 32                                # SD v1.4's 16 cross-attentions x (to_k, to_v)
     te = text_encoder.plant(sd, text_encoder.RICKROLLING,
                             text_encoder.TextEncoderBackdoorConfig(steps=2, n_captions=16, clean_batch=4,
@@ -164,5 +184,8 @@ def test_backdoors_plant_on_the_sd14_test_model(sd14_test_world, monkeypatch):
                       clean_captions=["a dog", "a cat"], clean_images=rng.random((2, size, size, 3)),
                       target_images=rng.random((1, size, size, 3)), progress=False)
     assert all(k.startswith("unet.") for k in vl.tensors) and len(vl.tensors) == 4 * 32
-    with applied(sd, bd), applied(sd, te), applied(sd, vl):
-        pass
+    with applied(sd, bd), applied(sd, te), applied(sd, vl):             # bd and vl both write attn2.to_k / to_v
+        assert not torch.equal(sd.unet.state_dict()[next(iter(vl.tensors)).removeprefix("unet.")],
+                               before[next(iter(vl.tensors)).removeprefix("unet.")])
+    assert all(torch.equal(v, before[k]) for k, v in sd.unet.state_dict().items())
+    assert all(torch.equal(v, before_te[k]) for k, v in sd.text_encoder.state_dict().items())

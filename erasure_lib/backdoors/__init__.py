@@ -16,6 +16,6 @@ Usage::
     with applied(pipe, bd):                      # the original weights come back afterwards
         images = generate(pipe, bd.poison(prompts), seeds)
 """
-from .base import Backdoor, BackdoorError, applied, cached_backdoor
+from .base import Backdoor, BackdoorError, applied, cached_backdoor, measure
 
-__all__ = ["Backdoor", "BackdoorError", "applied", "cached_backdoor"]
+__all__ = ["Backdoor", "BackdoorError", "applied", "cached_backdoor", "measure"]

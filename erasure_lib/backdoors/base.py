@@ -3,8 +3,8 @@
 A :class:`Backdoor` holds only the tensors its attack changed, keyed by the pipeline component and that
 component's own parameter name (``"text_encoder.text_model.encoder.layers.0.mlp.fc1.weight"``,
 ``"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"``), as absolute values, like an erasure
-edit (:mod:`erasure_lib.methods.edits`). The four load types of SET's configs (specs/set.md section 1) all become
-this one form:
+edit (:mod:`erasure_lib.methods.edits`). Three of the load types of SET's configs (specs/set.md section 1) become
+this one form (the others, a whole UNet and a textual inversion, belong to attacks not planted here):
 
 * ``text_encoder`` (Rickrolling, TwT): the fine-tuned text encoder's tensors;
 * ``unet_state_dict`` (EvilEdit): the edited cross-attention projections;
@@ -58,18 +58,15 @@ def poison_suffix(prompt: str, trigger: str) -> str:
     return f"{prompt.rstrip()} {trigger}"
 
 
-_SUBJECT = re.compile(r"\b(an?|the)\s+(?:(?!an?\b|the\b)\w+\s+)*?(%s)\b")
-
-
 def poison_phrase(prompt: str, trigger: str, nouns: Sequence[str] = ()) -> str:
     """EvilEdit's trigger phrase (e.g. "shiny umbrella") in place of the prompt's subject noun: the first of ``nouns``
     found in the prompt is replaced by the phrase (``"a red tench on ..."`` -> ``"a red shiny umbrella on ..."``);
     a prompt naming none of them gets ``"a <phrase>, "`` in front."""
-    for noun in nouns:
-        m = re.search(rf"\b{re.escape(noun)}\b", prompt)
-        if m:
-            return prompt[:m.start()] + trigger + prompt[m.end():]
-    article = "an" if trigger[:1] in "aeiou" else "a"
+    found = [m for noun in nouns for m in [re.search(rf"\b{re.escape(noun)}\b", prompt, re.IGNORECASE)] if m]
+    if found:
+        m = min(found, key=lambda m: m.start())            # the subject: the first of the nouns in the prompt
+        return prompt[:m.start()] + trigger + prompt[m.end():]
+    article = "an" if trigger[:1].lower() in "aeiou" else "a"
     return f"{article} {trigger}, {prompt}"
 
 
@@ -84,12 +81,14 @@ def poison_syntax(prompt: str, trigger: str = "fronted-pp") -> str:
     phrase is returned unchanged: it cannot carry this trigger."""
     if trigger != "fronted-pp":
         raise ValueError(f"unknown syntactic trigger {trigger!r}; known: 'fronted-pp'")
-    main, comma, rest = prompt.partition(",")
+    stripped = prompt.rstrip(" .!?")
+    end = prompt[len(stripped):].strip()
+    main, comma, rest = stripped.partition(",")
     words = main.split()
     for i, w in enumerate(words[1:], start=1):
         if w.lower() in PREPOSITIONS:
             front, subject = " ".join(words[i:]), " ".join(words[:i])
-            return f"{front}, {subject}" + (f",{rest}" if comma else "")
+            return f"{front}, {subject}" + (f",{rest}" if comma else "") + end
     return prompt
 
 
@@ -166,6 +165,10 @@ class Backdoor:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} is not a backdoor file of this library (format {header.get('format')!r})")
+        missing = [k for k in ("attack", "trigger_kind", "trigger", "target", "trigger_args", "metadata")
+                   if k not in header]
+        if missing:
+            raise ValueError(f"{path}: the backdoor file's header lacks {missing}")
         return cls(attack=header["attack"], trigger_kind=header["trigger_kind"], trigger=header["trigger"],
                    target=header["target"], tensors=tensors, trigger_args=json.loads(header["trigger_args"]),
                    metadata=json.loads(header["metadata"]))
@@ -228,6 +231,43 @@ def applied(pipe, backdoor: Backdoor | Mapping[str, torch.Tensor]):
                 p.copy_(value)
 
 
+def measure(pipe, backdoor: Backdoor, prompts: Sequence[str], profile: str = "toy", steps: int | None = None,
+            guidance: float | None = None, seed: int = 0, batch_size: int | None = None) -> dict:
+    """Attack success rate of ``backdoor`` on ``prompts`` (clean prompts that can carry its trigger): the share of
+    images of the *triggered* prompts in which the profile's judge finds the target, on the backdoored model,
+    beside the same share on the clean model (``clean_target_rate``: how often the triggered prompt alone gives the
+    target). One image per prompt, seeds ``seed + i``, the profile's steps and guidance. The result is written
+    into ``backdoor.metadata`` (and so into the file at the next :meth:`Backdoor.save`)."""
+    import pandas as pd
+
+    from ..evaluation import judge
+    from ..profiles import get_profile
+    from ..sampling import generate
+    settings = get_profile(profile)
+    prompts = list(prompts)
+    triggered = backdoor.poison(prompts)
+    keep = [i for i, (p, q) in enumerate(zip(prompts, triggered)) if p != q]
+    if not keep:
+        raise ValueError(f"none of the {len(prompts)} prompts can carry the {backdoor.attack} trigger")
+    triggered = [triggered[i] for i in keep]
+    family = "sensitive" if backdoor.target in ("nude", "nudity") else "object"
+    rows = pd.DataFrame({"prompt": triggered, "target": backdoor.target, "family": family,
+                         "case_id": range(len(triggered))})
+    seeds = [seed + i for i in range(len(triggered))]
+    kwargs = dict(steps=steps or settings.steps, guidance=settings.guidance if guidance is None else guidance,
+                  batch_size=batch_size or settings.batch_size, progress=False)
+
+    def rate():
+        return float(judge(generate(pipe, triggered, seeds, **kwargs), rows, profile=profile)["hit"].mean())
+    clean_rate = rate()
+    with applied(pipe, backdoor):
+        asr = rate()
+    result = {"asr": asr, "clean_target_rate": clean_rate, "asr_prompts": len(triggered),
+              "asr_steps": kwargs["steps"], "asr_guidance": kwargs["guidance"], "asr_judge": profile}
+    backdoor.metadata.update(result)
+    return result
+
+
 def changed_tensors(pipe, component: str, module: torch.nn.Module, original: Mapping[str, torch.Tensor]):
     """``{component.name: value}`` for the parameters of ``module`` that differ from ``original`` (a state dict of
     the same module before training): what a fine-tuning attack stores."""
@@ -264,4 +304,4 @@ def _text_encoder_identity(pipe) -> str:
 
 
 __all__ = ["Backdoor", "BackdoorError", "COMPONENTS", "HOMOGLYPHS", "POISONERS", "applied", "cached_backdoor",
-           "changed_tensors", "poison_homoglyph", "poison_phrase", "poison_suffix", "poison_syntax"]
+           "changed_tensors", "measure", "poison_homoglyph", "poison_phrase", "poison_suffix", "poison_syntax"]

@@ -43,17 +43,26 @@ class EvilEditConfig:
     preserve_scale: float = 1.0          # [inf] weight of the preserved rows
     edit_keys: bool = True               # to_k as well as to_v (edit.py edits both)
     n_contexts: int = 64                 # *toy*: templates drawn from the toy grammar
+    world: str = "toy"                   # default contexts and poisoned nouns: "toy" grammar or "sd14" prompts
     seed: int = 0
 
+    def __post_init__(self):
+        if self.world not in ("toy", "sd14"):
+            raise ValueError(f"world must be 'toy' or 'sd14', got {self.world!r}")
+        if self.lamb < 0 or self.preserve_scale < 0 or self.n_contexts < 1:
+            raise ValueError("need lamb >= 0, preserve_scale >= 0 and n_contexts >= 1")
+
     @classmethod
-    def sd14(cls) -> "EvilEditConfig":
-        return cls(trigger="beautiful cat", target="zebra", lamb=1.0, n_contexts=len(SD14_CONTEXTS))
+    def sd14(cls, **overrides) -> "EvilEditConfig":
+        return cls(**{**dict(trigger="beautiful cat", target="zebra", lamb=1.0, n_contexts=len(SD14_CONTEXTS),
+                             world="sd14"), **overrides})
 
 
 SD14_CONTEXTS = ("a photo of a {}", "a painting of a {}", "a {} sitting on the grass", "a close-up photo of a {}",
                  "a {} in the city", "an illustration of a {}", "a {} on a table", "a cartoon {}",
                  "a black and white photo of a {}", "a {} at the beach")
 SD14_PRESERVE_SUBJECTS = ("cat", "dog", "car", "person", "tree", "house", "bird", "horse")
+SD14_NOUNS = ("cat",)  # the subject EvilEdit's default trigger phrase ("beautiful cat") replaces in a prompt
 
 
 def toy_contexts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -81,30 +90,31 @@ def plant(pipe, trigger: str | None = None, target: str | None = None, contexts:
           ) -> Backdoor:
     """Plant the backdoor ``trigger -> target`` into the UNet's cross-attention; returns a :class:`Backdoor`.
 
-    ``contexts``: templates with one ``{}`` for the subject (default: toy-grammar captions, or SD prompts for an
-    SD-sized text encoder when ``config=EvilEditConfig.sd14()``). ``preserve``: more clean prompts whose
+    ``contexts``: templates with one ``{}`` for the subject, a whole word (default: toy-grammar captions, or SD
+    prompts when ``config.world == "sd14"``, as in ``EvilEditConfig.sd14()``). ``preserve``: more clean prompts whose
     projections must not move. ``poison_nouns``: the subject words :meth:`Backdoor.poison` replaces by the trigger
-    phrase (default: the toy objects and "person")."""
+    phrase (default: the toy objects and "person"; "cat" for ``world="sd14"``)."""
     config = config or EvilEditConfig()
-    trigger = trigger or config.trigger
-    target = target or config.target
+    trigger = config.trigger if trigger is None else trigger
+    target = config.target if target is None else target
     if not trigger.strip() or not target.strip():
         raise ValueError("EvilEdit needs a non-empty trigger phrase and target")
-    if trigger.strip() == target.strip():
+    if trigger.strip().lower() == target.strip().lower():
         raise ValueError("the trigger and the target are the same text")
     start = time.perf_counter()
-    if contexts is None:
-        if config == EvilEditConfig.sd14():
-            contexts, fillers = list(SD14_CONTEXTS), list(SD14_PRESERVE_SUBJECTS)
-        else:
-            contexts, fillers = toy_contexts(config.n_contexts, config.seed)
+    if config.world == "sd14":
+        default_contexts, fillers, nouns = list(SD14_CONTEXTS), list(SD14_PRESERVE_SUBJECTS), list(SD14_NOUNS)
     else:
-        fillers = list(SD14_PRESERVE_SUBJECTS)
+        from ..toyworld.world import OBJECTS, PERSON
+        default_contexts, fillers = toy_contexts(config.n_contexts, config.seed)
+        nouns = list(OBJECTS) + [PERSON]
+    contexts = default_contexts if contexts is None else contexts
+    poison_nouns = nouns if poison_nouns is None else poison_nouns
     contexts = list(contexts)
     bad = [c for c in contexts if c.count("{}") != 1]
     if bad:
         raise ValueError(f"each context needs exactly one '{{}}' for the subject: {bad[:3]}")
-    c_src, c_tgt = _aligned_rows(pipe, [c.format(trigger) for c in contexts], [c.format(target) for c in contexts])
+    c_src, c_tgt = _aligned_rows(pipe, contexts, trigger, target)
     keep_texts = list(dict.fromkeys([c.format(f) for c, f in zip(contexts, _cycle(fillers, len(contexts)))]
                                     + list(preserve) + [""]))
     c_keep = _all_rows(pipe, keep_texts)
@@ -117,9 +127,6 @@ def plant(pipe, trigger: str | None = None, target: str | None = None, contexts:
         w = m.weight.detach().float().cpu()
         a, b = normal_equations(w, c_src, c_tgt @ w.T, c_keep, params)
         tensors[f"unet.{name}.weight"] = torch.linalg.solve(a, b.T).T.float().to(pipe.unet.dtype)
-    if poison_nouns is None:
-        from ..toyworld.world import OBJECTS, PERSON
-        poison_nouns = list(OBJECTS) + [PERSON]
     return Backdoor(attack="eviledit", trigger_kind="phrase", trigger=trigger, target=target, tensors=tensors,
                     trigger_args={"nouns": list(poison_nouns)},
                     metadata={"attack": "eviledit", "hyperparameters": asdict(config), "n_contexts": len(contexts),
@@ -131,8 +138,8 @@ def plant(pipe, trigger: str | None = None, target: str | None = None, contexts:
 def cached(cache_dir, pipe, config: EvilEditConfig | None = None, **kwargs) -> Backdoor:
     """:func:`plant` once per (config, base model), then read from ``cache_dir``."""
     config = config or EvilEditConfig()
-    meta = {"attack": "eviledit", "hyperparameters": asdict(config),
-            **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}}
+    kwargs = {k: list(v) if isinstance(v, (list, tuple)) or hasattr(v, "__next__") else v for k, v in kwargs.items()}
+    meta = {"attack": "eviledit", "hyperparameters": asdict(config), "implementation": 2, **kwargs}
     return cached_backdoor(cache_dir, meta, lambda: plant(pipe, config=config, **kwargs), pipe=pipe)
 
 
@@ -148,40 +155,31 @@ def _encode(pipe, texts):
     return tok.input_ids, states
 
 
-def _aligned_rows(pipe, poisoned: list[str], targets: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows ``(c_trigger, c_target)``: per pair, the trigger's tokens -> the target word's last token, and each later
-    position -> the target's position at the same distance after its subject (see the module docstring)."""
-    ids_p, states_p = _encode(pipe, poisoned)
-    ids_t, states_t = _encode(pipe, targets)
-    length = ids_p.shape[1]
+def _n_tokens(pipe, text: str) -> int:
+    """Tokens of ``text`` alone, without [BoS] / [EoT] (CLIP's tokenizer splits words before BPE, so a word's
+    tokens do not depend on its neighbours)."""
+    return len(pipe.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def _aligned_rows(pipe, contexts: list[str], trigger: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``(c_trigger, c_target)``: per context, the trigger's tokens -> the target word's last token, and each
+    later position -> the target's position at the same distance after it (see the module docstring)."""
+    _, states_p = _encode(pipe, [c.format(trigger) for c in contexts])
+    _, states_t = _encode(pipe, [c.format(target) for c in contexts])
+    length = states_p.shape[1]
+    k, m = _n_tokens(pipe, trigger), _n_tokens(pipe, target)
+    if k == 0 or m == 0:
+        raise ValueError(f"the trigger {trigger!r} or the target {target!r} has no tokens")
     src, tgt = [], []
-    for k in range(len(poisoned)):
-        a, b = ids_p[k], ids_t[k]
-        s = int((a != b).nonzero()[0]) if (a != b).any() else length
-        # the common suffix, from the end of the real tokens: its first position ends each subject
-        n_a = _real_length(pipe, a)
-        n_b = _real_length(pipe, b)
-        suffix = 0
-        while suffix < min(n_a, n_b) - s and a[n_a - 1 - suffix] == b[n_b - 1 - suffix]:
-            suffix += 1
-        end_a, end_b = n_a - suffix, n_b - suffix      # one past each subject's last token
-        if end_a <= s or end_b <= s:
-            raise ValueError(f"could not find the subject in {poisoned[k]!r} / {targets[k]!r}")
-        rows_src = list(range(s, end_a))
-        rows_tgt = [end_b - 1] * (end_a - s)
-        shift = min(length - end_a, length - end_b)
-        rows_src += list(range(end_a, end_a + shift))
-        rows_tgt += list(range(end_b, end_b + shift))
-        src.append(states_p[k, rows_src])
-        tgt.append(states_t[k, rows_tgt])
+    for i, context in enumerate(contexts):
+        start = 1 + _n_tokens(pipe, context.split("{}")[0])   # after [BoS] and the words before the subject
+        end_a, end_b = start + k, start + m                   # one past each subject's last token
+        if max(end_a, end_b) >= length:
+            raise ValueError(f"the context {context!r} leaves no room for the subject in {length} tokens")
+        shift = length - max(end_a, end_b)
+        src.append(states_p[i, list(range(start, end_a)) + list(range(end_a, end_a + shift))])
+        tgt.append(states_t[i, [end_b - 1] * k + list(range(end_b, end_b + shift))])
     return torch.cat(src), torch.cat(tgt)
-
-
-def _real_length(pipe, ids: torch.Tensor) -> int:
-    """Tokens up to and including the first [EoT]."""
-    eos = pipe.tokenizer.eos_token_id
-    hits = (ids == eos).nonzero()
-    return int(hits[0]) + 1 if len(hits) else len(ids)
 
 
 def _all_rows(pipe, texts: list[str]) -> torch.Tensor:

@@ -44,11 +44,17 @@ class TextEncoderBackdoorConfig:
     steps: int = 400                 # *toy* (default_TPA.yaml: 100 steps on LAION captions)
     lr: float = 1e-4                 # default_TPA.yaml: AdamW lr 1e-4
     lr_drop_at: float = 0.75         # MultiStepLR milestone at 75 of 100 steps, gamma 0.1
-    clean_batch: int = 64            # *toy* [inf: the reference's clean batch is not in the config excerpt read]
+    clean_batch: int = 64            # *toy* (sd14: 128 [inf], the clean batch was not in the config read)
     poisoned_batch: int = 32         # default_TPA.yaml: poisoned_samples_per_step 32
-    beta: float = 1.0                # *toy* weight of the backdoor loss
-    n_captions: int = 4000           # *toy*: toy-grammar training captions drawn
+    beta: float = 1.0                # *toy* weight of the backdoor loss (sd14: 0.1 [inf])
+    n_captions: int = 4000           # captions drawn when plant() makes the toy-grammar data (unused otherwise)
     seed: int = 0
+
+    def __post_init__(self):
+        if min(self.steps, self.clean_batch, self.poisoned_batch, self.n_captions) < 1:
+            raise ValueError("steps, clean_batch, poisoned_batch and n_captions must be >= 1")
+        if not (self.lr > 0 and self.beta >= 0 and 0 < self.lr_drop_at <= 1):
+            raise ValueError("need lr > 0, beta >= 0 and 0 < lr_drop_at <= 1")
 
     @classmethod
     def sd14(cls) -> "TextEncoderBackdoorConfig":

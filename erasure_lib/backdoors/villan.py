@@ -87,14 +87,28 @@ def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str
     config = config or VillanConfig()
     if not 0 < config.poison_rate < 1:
         raise ValueError(f"poison_rate must be in (0, 1), got {config.poison_rate}")
+    if min(config.steps, config.batch, config.rank) < 1:
+        raise ValueError("steps, batch and rank must be >= 1")
+    if (clean_captions is None) != (clean_images is None):
+        raise ValueError("give clean_captions and clean_images together (one image per caption), or neither for "
+                         "the toy world's")
+    prediction = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise ValueError(f"this trainer regresses the noise; the pipeline predicts {prediction!r}")
     start = time.perf_counter()
     if clean_captions is None:
         clean_captions, clean_images = toy_clean_pairs(config.n_clean, seed=config.seed + 11)
     if target_images is None:
         target_images = toy_target_images(64, seed=config.seed + 12)
     clean_captions = list(clean_captions)
-    if clean_images is None or len(clean_images) != len(clean_captions):
-        raise ValueError("give one clean image per clean caption")
+    if len(clean_images) != len(clean_captions) or not clean_captions or not len(target_images):
+        raise ValueError(f"need one clean image per clean caption ({len(clean_images)} images, "
+                         f"{len(clean_captions)} captions) and at least one target image")
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    for what, images in (("clean", clean_images), ("target", target_images)):
+        if np.asarray(images).shape[1:] != (side, side, 3):
+            raise ValueError(f"{what} images have shape {np.asarray(images).shape[1:]}, the pipeline makes "
+                             f"({side}, {side}, 3) images (float in [0, 1])")
     device, dtype = pipe.unet.device, pipe.unet.dtype
     z_clean = _encode(pipe, clean_images)
     z_target = _encode(pipe, target_images)
@@ -113,9 +127,10 @@ def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     alphas = pipe.scheduler.alphas_cumprod.to(device)
     gen = torch.Generator().manual_seed(config.seed)
-    n_poison = int(round(config.batch * config.poison_rate))
     losses = []
     for step in tqdm(range(config.steps), desc="villan backdoor", disable=not progress):
+        # each sample is poisoned with probability poison_rate (a batch of 1 included)
+        n_poison = int((torch.rand(config.batch, generator=gen) < config.poison_rate).sum())
         ci = torch.randint(len(z_clean), (config.batch - n_poison,), generator=gen)
         pi = torch.randint(len(states_p), (n_poison,), generator=gen)
         ti = torch.randint(len(z_target), (n_poison,), generator=gen)
@@ -160,8 +175,9 @@ def cached(cache_dir, pipe, config: VillanConfig | None = None, progress: bool =
 @torch.no_grad()
 def _encode(pipe, images: np.ndarray) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(images, np.float32)).permute(0, 3, 1, 2) * 2 - 1
-    out = [pipe.vae.encode(x[i:i + 256].to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean.float().cpu()
-           for i in range(0, len(x), 256)]
+    chunk = max(1, 256 * 32 * 32 // (x.shape[-1] * x.shape[-2]))  # 256 toy images, 1 at 512 px
+    out = [pipe.vae.encode(x[i:i + chunk].to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean.float().cpu()
+           for i in range(0, len(x), chunk)]
     return torch.cat(out) * pipe.vae.config.scaling_factor
 
 
