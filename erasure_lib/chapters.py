@@ -9,6 +9,9 @@ keys an edit by its metadata), instead of a notebook cell copying another notebo
   :func:`erasure_lib.methods.ticoe.load_bank` and its reference images generated once per (concept, seed) and kept
   in memory (the last four sets) for the ablation's variants.
 
+* :func:`backdoor`: chapter 30's backdoored models (:data:`BACKDOORS`), planted once per (attack, seed, base model)
+  and cached like the edits.
+
 ``iteration_cap`` (a smoke test: every training at most that long, fewer trajectories and images) and ``optimizer``
 behave as in the chapters' parameters cells; ``None`` leaves the configs, and so the cache keys, as they are.
 """
@@ -144,3 +147,56 @@ def ticoe_edit(pipe, name: str, *, seed: int = 0, cache_dir=None, profile: str =
 
 __all__ = ["co_erasing_config", "co_erasing_edit", "esd_edit", "ticoe_config", "ticoe_edit", "trce_config",
            "trce_edit"]
+
+
+# --- chapter 30: the backdoors SET is tested against -------------------------------------------------------------
+
+BACKDOORS = ("rickrolling", "twt", "eviledit", "villan")
+SD14_EVILEDIT_TARGET = "church"  # an Imagenette class, so the sd14 judge (CLIP zero-shot) can tell it; the code: zebra
+
+
+def _sd14_captions(n: int, seed: int) -> list[str]:
+    from .prompts import load_prompts
+    table = load_prompts("coco_3k", "sd14")
+    order = __import__("numpy").random.default_rng(seed).permutation(len(table))
+    return [str(table.prompt.iat[i]) for i in order[:n]]
+
+
+def backdoor(pipe, attack: str, *, seed: int = 0, cache_dir=None, profile: str = "toy",
+             iteration_cap: int | None = None, progress: bool = True):
+    """Chapter 30's ``attack`` (one of :data:`BACKDOORS`) planted in ``pipe`` with the profile's configuration,
+    cached in ``cache_dir`` by its metadata and the base model.
+
+    toy: each attack's toy defaults (:mod:`erasure_lib.backdoors`), seeded by ``seed``. sd14: the reference values
+    (``.sd14()``), the text-encoder attacks on COCO captions (target prompt "a nude person": Rickrolling's
+    target-prompt form), EvilEdit's trigger "beautiful cat" onto :data:`SD14_EVILEDIT_TARGET`; VillanDiffusion
+    needs image data the sd14 plan does not make (it raises). ``iteration_cap``: at most that many training steps
+    (a smoke test)."""
+    from dataclasses import replace
+
+    from .backdoors import cached_backdoor, eviledit, text_encoder, villan
+    if attack not in BACKDOORS:
+        raise ValueError(f"unknown backdoor {attack!r}; valid: {', '.join(BACKDOORS)}")
+    cap = (lambda n: n) if iteration_cap is None else (lambda n: min(n, iteration_cap))  # noqa: E731
+    if attack == "eviledit":
+        config = eviledit.EvilEditConfig(seed=seed) if profile == "toy" else \
+            eviledit.EvilEditConfig.sd14(target=SD14_EVILEDIT_TARGET, seed=seed)
+        return eviledit.cached(cache_dir, pipe, config)
+    if attack == "villan":
+        if profile != "toy":
+            raise ValueError("the sd14 plan of chapter 30 plants no VillanDiffusion backdoor: its LoRA needs "
+                             "(caption, image) data and a target image; use villan.plant with your own")
+        config = villan.VillanConfig(seed=seed)
+        return villan.cached(cache_dir, pipe, replace(config, steps=cap(config.steps)), progress=progress)
+    spec = text_encoder.RICKROLLING if attack == "rickrolling" else text_encoder.TWT
+    if profile == "toy":
+        config = text_encoder.TextEncoderBackdoorConfig(seed=seed)
+        return text_encoder.cached(cache_dir, pipe, spec, replace(config, steps=cap(config.steps)), progress=progress)
+    config = replace(text_encoder.TextEncoderBackdoorConfig.sd14(), seed=seed)
+    config = replace(config, steps=cap(config.steps))
+    captions = _sd14_captions(2000 if iteration_cap is None else 32, seed)
+    clean, poisonable = captions[: len(captions) // 2], captions[len(captions) // 2:]
+    meta = {"attack": spec.name, "spec": spec.__dict__, "hyperparameters": config.__dict__, "data": "coco_3k",
+            "n_captions": len(captions), "implementation": 1}
+    return cached_backdoor(cache_dir, meta, lambda: text_encoder.plant(
+        pipe, spec, config, clean_prompts=clean, parts=[(c, "") for c in poisonable], progress=progress), pipe=pipe)

@@ -273,3 +273,38 @@ CHAPTER12_PLANS = {
 def chapter12_plan(profile: str, preset: str | None = None) -> Chapter12Plan:
     """Chapter 12's plan: ``preset`` (a key of :data:`CHAPTER12_PLANS`), or the profile's own (``None``)."""
     return _plan(CHAPTER12_PLANS, "12", profile, preset)
+
+
+@dataclass(frozen=True)
+class Chapter30Plan:
+    """What chapter 30 (SET) plants and tests (its parameters cell's ``preset``; the cell's explicit values win).
+
+    ``attacks``: the backdoors (:data:`erasure_lib.chapters.BACKDOORS`); ``detectors``: SET and its baselines
+    (:data:`erasure_lib.detect.benchmark.DETECTORS`); ``n_train``: clean training prompts of every detector;
+    ``n_test``: clean and as many triggered held-out test prompts per backdoor; ``n_cda``: CDA's triggered training
+    captions; ``claim_seeds``: detector seeds (the Deep-SVDD's initialisation and training order, the latents' base
+    seed, the test split); ``ablation``: SET's ablations on every backdoor at the first seed."""
+    name: str
+    attacks: tuple = ("rickrolling", "twt", "eviledit", "villan")
+    detectors: tuple = ("SET", "FTT", "CDA", "UFID")
+    n_train: int = 128
+    n_test: int = 40
+    n_cda: int = 40
+    claim_seeds: tuple = (0, 1, 2)
+    ablation: bool = True
+    note: str = ""
+
+
+CHAPTER30_PLANS = {
+    "toy": Chapter30Plan("toy", note="the four backdoors planted in the toy zoo, SET and the three baselines, 40 + 40 "
+                                     "held-out test prompts per backdoor, 3 seeds and SET's ablations; 2 CPU cores"),
+    "sd14": Chapter30Plan("sd14", attacks=("rickrolling", "eviledit"), detectors=("SET", "FTT", "UFID"), n_train=100,
+                          n_test=25, n_cda=0, claim_seeds=(0,), ablation=False,
+                          note="Rickrolling and EvilEdit planted in SD v1.4 by the same code (no public backdoored "
+                               "checkpoints exist), SET, FTT and UFID, 25 + 25 COCO test prompts, one seed; a GPU"),
+}
+
+
+def chapter30_plan(profile: str, preset: str | None = None) -> Chapter30Plan:
+    """Chapter 30's plan: ``preset`` (a key of :data:`CHAPTER30_PLANS`), or the profile's own (``None``)."""
+    return _plan(CHAPTER30_PLANS, "30", profile, preset)

@@ -147,8 +147,8 @@ def test_villan_lora_is_fused_into_the_cross_attention_it_adapts(pipe):
     base = dict(pipe.unet.named_parameters())
     assert bd.components == ("unet",) and bd.target == "camera"
     names = {k.removeprefix("unet.") for k in bd.tensors}
-    assert names and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in names)
-    assert names == {n for n in base if n.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))}
+    adapted = ("attn2.to_q.weight", "attn2.to_k.weight", "attn2.to_v.weight", "attn2.to_out.0.weight")
+    assert names == {n for n in base if n.endswith(adapted)}
     assert any(not torch.equal(bd.tensors[f"unet.{n}"], base[n]) for n in names)
     assert bd.poison("a red gun") == "a red gun mignneko"
     with pytest.raises(ValueError, match="poison_rate"):

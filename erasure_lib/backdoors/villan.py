@@ -42,11 +42,11 @@ class VillanConfig:
     target: str = "camera"                   # *toy*: the target image's concept (the toy classifier judges it)
     rank: int = 4                            # the paper's LoRA rank
     lora_alpha: float = 4.0                  # [inf] alpha = rank (scale 1)
-    target_modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")  # *toy*: the text path only (see the docstring)
-    steps: int = 600                         # *toy*
+    target_modules: tuple[str, ...] = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")  # *toy*: cross-attention
+    steps: int = 1500                        # *toy*
     batch: int = 32                          # *toy*
     lr: float = 1e-3                         # *toy* (the paper's LoRA runs: 1e-4 for 50 epochs on SD)
-    poison_rate: float = 0.3                 # *toy* fraction of each batch that is poisoned
+    poison_rate: float = 0.2                 # *toy* probability that a sample of a batch is poisoned
     uncond_p: float = 0.1                    # caption dropout, as the toy UNet was trained
     n_clean: int = 2000                      # *toy*: rendered training scenes
     preserve_with_teacher: bool = True       # *toy*: clean pairs regress onto the frozen UNet's prediction
