@@ -39,3 +39,30 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
+    """Save ``tensors`` (CPU copies, contiguous: safetensors refuses shared storage) with the string ``metadata`` in
+    the file's header, atomically (:func:`atomic_path`)."""
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_safetensors(path: str | Path, what: str, fmt: str | None = None) -> tuple[dict, dict[str, str]]:
+    """``(tensors, header metadata)`` of a safetensors file; a clear error when it is missing (``what`` names the
+    kind of file) or when ``fmt`` is given and the header's ``format`` differs."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no {what} file at {path}")
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if fmt is not None and meta.get("format") != fmt:
+        raise ValueError(f"{path} is not a {what} file of this library (format {meta.get('format')!r}, "
+                         f"expected {fmt!r})")
+    return tensors, meta

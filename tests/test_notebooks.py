@@ -237,3 +237,46 @@ def test_ticoe_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_
     assert '"profile": "sd14"' in provenance and "optimizer='adafactor'" in provenance
     assert "reference_prompt='a photo of {concept}'" in provenance
     assert _digest(committed) == before
+
+
+def _set_checks(out, attacks, detectors, seeds):
+    """Chapter 30's tables: one backdoor row per attack with its ASR, one AUROC row per (attack, detector) with
+    ordered intervals, the per-seed AUROCs and a computed verdict."""
+    backdoors = pd.read_csv(out / "backdoors.csv")
+    assert list(backdoors.attack) == attacks and backdoors.asr.between(0, 1).all()
+    main = pd.read_csv(out / "main.csv")
+    assert set(zip(main.attack, main.detector)) == {(a, d) for a in attacks for d in detectors}
+    assert main.auroc.between(0, 1).all() and (main.auroc_lo <= main.auroc_hi).all()
+    per_seed = pd.read_csv(out / "per_seed.csv")
+    assert sorted(per_seed.seed.unique()) == seeds
+    claim = pd.read_csv(out / "claim.csv")
+    assert claim.verdict.iat[0] in {"confirmed", "not confirmed"} and claim.best_baseline.iat[0] in detectors
+    assert (out / "csrd.csv").exists() and (out / "main.json").exists()
+    return main
+
+
+def test_set_notebook_runs_ci_sized(tmp_path, monkeypatch):
+    committed = ROOT / "results" / "30_set" / "main.csv"
+    before = _digest(committed)
+    out = _run("30_set", tmp_path, monkeypatch, iteration_cap=3, set_epochs=2, probe_steps=6, n_train=24, n_test=6,
+               claim_seeds=[0, 1], n_boot=20, cache_dir=None, n_check=24)
+    _set_checks(out, ["rickrolling", "twt", "eviledit", "villan"], ["SET", "FTT", "CDA", "UFID"], [0, 1])
+    ablation = pd.read_csv(out / "ablation.csv")
+    assert ablation.groupby("attack").variant.nunique().eq(7).all()
+    assert _digest(committed) == before
+
+
+def test_set_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+    """The sd14 plan: Rickrolling (on COCO captions, target prompt "a nude person") and EvilEdit ("beautiful cat" ->
+    church) planted in the SD-v1.4-shaped test model; SET at the code's values (PNDM, the 5 layers of query length
+    (sample_size/4)^2, 125 features), FTT and UFID; NudeNet and CLIP zero-shot judge the ASR."""
+    _sd14_env(monkeypatch, sd14_test_world)
+    committed = ROOT / "results" / "30_set" / "main.csv"
+    before = _digest(committed)
+    out = _run("30_set", tmp_path, monkeypatch, profile="sd14", iteration_cap=2, set_epochs=2, probe_steps=6,
+               n_train=12, n_test=4, n_boot=10, cache_dir=None, n_check=8)
+    _set_checks(out, ["rickrolling", "eviledit"], ["SET", "FTT", "UFID"], [0])
+    provenance = (out / "main.json").read_text()
+    assert '"profile": "sd14"' in provenance and "scheduler='pndm'" in provenance
+    assert not (out / "ablation.csv").exists()
+    assert _digest(committed) == before

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_path
+from .._io import read_safetensors, write_safetensors
 
 FORMAT = "erasure_lib.backdoor/1"
 COMPONENTS = ("unet", "text_encoder")
@@ -143,28 +143,15 @@ class Backdoor:
     # --- files ---
     def save(self, path) -> Path:
         """Safetensors with everything else in the string header (JSON), written atomically."""
-        from safetensors.torch import save_file
         header = {"format": FORMAT, "attack": self.attack, "trigger_kind": self.trigger_kind,
                   "trigger": self.trigger, "target": self.target,
                   "trigger_args": json.dumps(self.trigger_args, sort_keys=True),
                   "metadata": json.dumps(self.metadata, sort_keys=True, default=str)}
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.tensors.items()}
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=header)
-        return path
+        return write_safetensors(path, self.tensors, header)
 
     @classmethod
     def load(cls, path) -> "Backdoor":
-        from safetensors import safe_open
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no backdoor file at {path}")
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if header.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a backdoor file of this library (format {header.get('format')!r})")
+        tensors, header = read_safetensors(path, "backdoor", FORMAT)
         missing = [k for k in ("attack", "trigger_kind", "trigger", "target", "trigger_args", "metadata")
                    if k not in header]
         if missing:

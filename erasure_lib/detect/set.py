@@ -87,7 +87,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._io import atomic_path
+from .._io import read_safetensors, write_safetensors
 from ..sampling import _padded, initial_latents, row_block
 from .attention import attention_layer_info, attention_layers, check_layers, probe_attention
 
@@ -469,7 +469,6 @@ class SETDetector:
     def save(self, path) -> Path:
         """Write the detector as safetensors (weights, standardiser, ``c``, ``R^2``, quantiles) with its config,
         layers, seed and base model in the header, atomically."""
-        from safetensors.torch import save_file
         tensors = {f"encoder.{k}": v.detach().cpu().contiguous().clone() for k, v in self.encoder.state_dict().items()}
         tensors.update(mean=torch.from_numpy(self.mean.copy()), std=torch.from_numpy(self.std.copy()),
                        center=self.center.clone(),
@@ -479,23 +478,12 @@ class SETDetector:
                 "seed": str(self.seed), "base_model": self.base_model or "", "n_train": str(self.n_train),
                 "history": json.dumps(self.history),
                 "source": "Li et al. 2026, arXiv 2604.12446 (SET); erasure_lib.detect.set"}
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
-        return path
+        return write_safetensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path) -> "SETDetector":
         """A detector written by :meth:`save`."""
-        from safetensors import safe_open
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no SET detector file at {path}")
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a SET detector file (format {meta.get('format')!r}, expected {FORMAT!r})")
+        tensors, meta = read_safetensors(path, "SET detector", FORMAT)
         known = {f.name for f in fields(SETConfig)}
         config = SETConfig(**{k: v for k, v in json.loads(meta["config"]).items() if k in known})
         layers = json.loads(meta["layers"])
