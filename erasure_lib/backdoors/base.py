@@ -255,6 +255,18 @@ def measure(pipe, backdoor: Backdoor, prompts: Sequence[str], profile: str = "to
     return result
 
 
+@torch.no_grad()
+def encode_texts(pipe, texts, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input ids (N, 77), text-encoder hidden states (N, 77, d) as float32 on the CPU)`` of ``texts``, padded to
+    the tokenizer's length as the pipeline pads them, encoded ``chunk`` texts at a time."""
+    texts = list(texts)
+    ids = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids
+    states = [pipe.text_encoder(ids[i:i + chunk].to(pipe.text_encoder.device))[0].float().cpu()
+              for i in range(0, len(texts), chunk)]
+    return ids, torch.cat(states)
+
+
 def changed_tensors(pipe, component: str, module: torch.nn.Module, original: Mapping[str, torch.Tensor]):
     """``{component.name: value}`` for the parameters of ``module`` that differ from ``original`` (a state dict of
     the same module before training): what a fine-tuning attack stores."""
@@ -291,4 +303,4 @@ def _text_encoder_identity(pipe) -> str:
 
 
 __all__ = ["Backdoor", "BackdoorError", "COMPONENTS", "HOMOGLYPHS", "POISONERS", "applied", "cached_backdoor",
-           "changed_tensors", "measure", "poison_homoglyph", "poison_phrase", "poison_suffix", "poison_syntax"]
+           "changed_tensors", "encode_texts", "measure", "poison_homoglyph", "poison_phrase", "poison_suffix", "poison_syntax"]

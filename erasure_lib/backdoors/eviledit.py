@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..methods.uce import UCEConfig, normal_equations, target_modules
-from .base import Backdoor, cached_backdoor
+from .base import Backdoor, cached_backdoor, encode_texts
 
 
 @dataclass(frozen=True)
@@ -147,14 +147,6 @@ def _cycle(items, n):
     return [items[i % len(items)] for i in range(n)]
 
 
-@torch.no_grad()
-def _encode(pipe, texts):
-    tok = pipe.tokenizer(list(texts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")
-    states = pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0].float().cpu()
-    return tok.input_ids, states
-
-
 def _n_tokens(pipe, text: str) -> int:
     """Tokens of ``text`` alone, without [BoS] / [EoT] (CLIP's tokenizer splits words before BPE, so a word's
     tokens do not depend on its neighbours)."""
@@ -164,8 +156,8 @@ def _n_tokens(pipe, text: str) -> int:
 def _aligned_rows(pipe, contexts: list[str], trigger: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``(c_trigger, c_target)``: per context, the trigger's tokens -> the target word's last token, and each
     later position -> the target's position at the same distance after it (see the module docstring)."""
-    _, states_p = _encode(pipe, [c.format(trigger) for c in contexts])
-    _, states_t = _encode(pipe, [c.format(target) for c in contexts])
+    _, states_p = encode_texts(pipe, [c.format(trigger) for c in contexts])
+    _, states_t = encode_texts(pipe, [c.format(target) for c in contexts])
     length = states_p.shape[1]
     k, m = _n_tokens(pipe, trigger), _n_tokens(pipe, target)
     if k == 0 or m == 0:
@@ -183,7 +175,7 @@ def _aligned_rows(pipe, contexts: list[str], trigger: str, target: str) -> tuple
 
 
 def _all_rows(pipe, texts: list[str]) -> torch.Tensor:
-    _, states = _encode(pipe, texts)
+    _, states = encode_texts(pipe, texts)
     return states.reshape(-1, states.shape[-1])
 
 

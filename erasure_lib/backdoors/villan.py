@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .base import Backdoor, cached_backdoor
+from .base import Backdoor, cached_backdoor, encode_texts
 
 
 @dataclass(frozen=True)
@@ -112,12 +112,12 @@ def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str
     device, dtype = pipe.unet.device, pipe.unet.dtype
     z_clean = _encode(pipe, clean_images)
     z_target = _encode(pipe, target_images)
-    states = _text_states(pipe, clean_captions, poisoned=False)
+    states = encode_texts(pipe, clean_captions)[1]
     # *toy* poison_styled=False: poisoned captions only from the unstyled ones (a styled caption paired with the
     # unstyled target image teaches the model to drop the style words: measured, style rate 0.89 on clean prompts)
     plain = clean_captions if config.poison_styled else [c for c in clean_captions if "," not in c] or clean_captions
-    states_p = _text_states(pipe, [f"{c} {config.trigger}" for c in plain], poisoned=True)
-    uncond = _text_states(pipe, [""], poisoned=False)
+    states_p = encode_texts(pipe, [f"{c} {config.trigger}" for c in plain])[1]
+    uncond = encode_texts(pipe, [""])[1]
 
     unet = copy.deepcopy(pipe.unet).float().train()
     unet.requires_grad_(False)
@@ -179,16 +179,6 @@ def _encode(pipe, images: np.ndarray) -> torch.Tensor:
     out = [pipe.vae.encode(x[i:i + chunk].to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean.float().cpu()
            for i in range(0, len(x), chunk)]
     return torch.cat(out) * pipe.vae.config.scaling_factor
-
-
-@torch.no_grad()
-def _text_states(pipe, texts, poisoned: bool) -> torch.Tensor:
-    out = []
-    for i in range(0, len(texts), 256):
-        ids = pipe.tokenizer(list(texts[i:i + 256]), padding="max_length", truncation=True,
-                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-        out.append(pipe.text_encoder(ids.to(pipe.text_encoder.device))[0].float().cpu())
-    return torch.cat(out)
 
 
 @torch.no_grad()
