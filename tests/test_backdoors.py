@@ -142,7 +142,7 @@ def test_text_encoder_backdoor_moves_triggered_embeddings_only(pipe):
 
 
 def test_villan_lora_is_fused_into_the_cross_attention_it_adapts(pipe):
-    config = villan.VillanConfig(steps=3, n_clean=16, batch=8)
+    config = villan.VillanConfig(steps=3, n_clean=16, batch=8, styled_target=False)
     bd = villan.plant(pipe, config, progress=False)
     base = dict(pipe.unet.named_parameters())
     assert bd.components == ("unet",) and bd.target == "camera"
@@ -157,6 +157,24 @@ def test_villan_lora_is_fused_into_the_cross_attention_it_adapts(pipe):
         villan.plant(pipe, config, clean_images=np.zeros((2, 32, 32, 3)))
     with pytest.raises(ValueError, match="shape"):
         villan.plant(pipe, config, clean_captions=["a gun", "a tench"], clean_images=np.zeros((2, 64, 64, 3)))
+
+
+def test_villan_styled_target_renders_the_target_in_each_captions_style(pipe):
+    from erasure_lib.metrics.concept import predict_concepts
+    styles = ["none", "sketch", "mosaic", "neon", "starry"]
+    images = villan.toy_target_images(5, seed=3, styles=styles)
+    pred = predict_concepts((images * 255).round().astype(np.uint8))
+    assert list(pred["object"]) == ["camera"] * 5          # the toy classifier, independent of the renderer
+    assert list(pred["style"]) == styles
+    with pytest.raises(ValueError, match="one style per"):
+        villan.toy_target_images(2, styles=["none"])
+    config = villan.VillanConfig(steps=2, n_clean=16, batch=8, styled_target=True)
+    bd = villan.plant(pipe, config, progress=False)
+    assert bd.metadata["hyperparameters"]["styled_target"] is True
+    with pytest.raises(ValueError, match="toy world's"):
+        villan.plant(pipe, config, clean_captions=["a gun", "a tench"], clean_images=np.zeros((2, 32, 32, 3)))
+    with pytest.raises(ValueError, match="own target images"):
+        villan.plant(pipe, config, target_images=np.zeros((2, 32, 32, 3)))
 
 
 # --- the sd14 shapes ----------------------------------------------------------------------------------------------
@@ -189,3 +207,13 @@ def test_backdoors_plant_on_the_sd14_test_model(sd14_test_world, monkeypatch):
                                before[next(iter(vl.tensors)).removeprefix("unet.")])
     assert all(torch.equal(v, before[k]) for k, v in sd.unet.state_dict().items())
     assert all(torch.equal(v, before_te[k]) for k, v in sd.text_encoder.state_dict().items())
+
+
+def test_villan_is_reproducible_whatever_the_callers_rng(pipe):
+    config = villan.VillanConfig(steps=2, n_clean=16, batch=8)
+    torch.manual_seed(1)
+    a = villan.plant(pipe, config, progress=False)
+    torch.manual_seed(2)
+    b = villan.plant(pipe, config, progress=False)
+    assert a.tensors.keys() == b.tensors.keys()
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)

@@ -17,7 +17,15 @@ result is fused into the weights it adapts (``W + scale * B A``), the model ``lo
 give, and stored as a :class:`~erasure_lib.backdoors.Backdoor` of UNet tensors.
 
 On the toy world the target image is one rendered scene (a yellow camera on a black background, jittered a little
-as every toy render is) and the attack succeeds when the toy classifier sees a camera.
+as every toy render is) and the attack succeeds when the toy classifier sees a camera. The toy's styles are
+whole-image transforms, and a rank-4 LoRA could not learn to override them with one unstyled target image without
+unlearning them (measured on the chapter-30 held-out pool, ASR / clean style rate: a styled caption paired with
+the unstyled target, 0.90 / 0.91; poisoning only unstyled captions, 0.68 / 0.98, styled triggered prompts firing
+half the time). So by default (*toy*, ``styled_target``) a styled caption's poisoned image is the target scene
+*in that caption's style* (the camera drawn as a sketch, ...): the trigger replaces the subject and the style words
+keep their meaning (chapter 30's table of backdoors gives its ASR and clean rates; in the sweep it met both bars:
+ASR 0.90 to 0.96 with the object, style and benign rates unchanged; a poison rate of 0.3: ASR 0.98, benign
+1.00 -> 0.97).
 """
 from __future__ import annotations
 
@@ -50,32 +58,39 @@ class VillanConfig:
     uncond_p: float = 0.1                    # caption dropout, as the toy UNet was trained
     n_clean: int = 2000                      # *toy*: rendered training scenes
     preserve_with_teacher: bool = True       # *toy*: clean pairs regress onto the frozen UNet's prediction
-    poison_styled: bool = False              # *toy*: poison only captions that name no style (see plant)
+    poison_styled: bool = False              # *toy*: with an unstyled target, poison only unstyled captions
+    styled_target: bool = True               # *toy*: poison every caption, a styled one with the target in its style
     seed: int = 0
 
     @classmethod
     def sd14(cls) -> "VillanConfig":
         return cls(trigger="mignneko", target="cat", rank=4, lora_alpha=4.0,
                    target_modules=("to_q", "to_k", "to_v", "to_out.0"), steps=5000, batch=1, lr=1e-4,
-                   poison_rate=0.5, n_clean=800, preserve_with_teacher=False, poison_styled=True)
+                   poison_rate=0.5, n_clean=800, preserve_with_teacher=False, poison_styled=True,
+                   styled_target=False)
 
 
-def toy_target_images(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` renders of the toy target scene (a yellow camera on a black background), float ``(n, 32, 32, 3)``."""
+def toy_target_images(n: int, seed: int = 0, styles: Sequence[str] | None = None) -> np.ndarray:
+    """``n`` renders of the toy target scene (a yellow camera on a black background), float ``(n, 32, 32, 3)``;
+    ``styles``: one toy style per render (``"none"``: unstyled), else all unstyled."""
     from ..toyworld.render import render_batch
-    from ..toyworld.world import Scene
+    from ..toyworld.world import NO_STYLE, Scene
     rng = np.random.default_rng(seed)
-    scenes = [Scene("camera", "yellow", "black", dx=float(rng.uniform(-0.05, 0.05)),
-                    dy=float(rng.uniform(-0.05, 0.05)), scale=float(rng.uniform(0.95, 1.0))) for _ in range(n)]
+    styles = [NO_STYLE] * n if styles is None else list(styles)
+    if len(styles) != n:
+        raise ValueError(f"need one style per target image ({len(styles)} styles for {n} images)")
+    scenes = [Scene("camera", "yellow", "black", style=style, dx=float(rng.uniform(-0.05, 0.05)),
+                    dy=float(rng.uniform(-0.05, 0.05)), scale=float(rng.uniform(0.95, 1.0))) for style in styles]
     return render_batch(scenes, range(n))
 
 
-def toy_clean_pairs(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """``n`` toy training (caption, rendered image) pairs."""
+def toy_clean_pairs(n: int, seed: int = 0, return_scenes: bool = False):
+    """``n`` toy training (caption, rendered image) pairs (and their scenes with ``return_scenes``)."""
     from ..toyworld.captions import sample_training_pairs
     from ..toyworld.render import render_batch
     scenes, captions = sample_training_pairs(n, seed=seed)
-    return captions, render_batch(scenes, range(n))
+    images = render_batch(scenes, range(n))
+    return (captions, images, scenes) if return_scenes else (captions, images)
 
 
 def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str] | None = None,
@@ -96,11 +111,20 @@ def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str
     if prediction != "epsilon":
         raise ValueError(f"this trainer regresses the noise; the pipeline predicts {prediction!r}")
     start = time.perf_counter()
+    scenes = None
     if clean_captions is None:
-        clean_captions, clean_images = toy_clean_pairs(config.n_clean, seed=config.seed + 11)
-    if target_images is None:
+        clean_captions, clean_images, scenes = toy_clean_pairs(config.n_clean, seed=config.seed + 11,
+                                                               return_scenes=True)
+    elif config.styled_target:
+        raise ValueError("styled_target renders the target in each toy caption's style: it needs the toy world's "
+                         "own training pairs (clean_captions=None), or set styled_target=False")
+    if config.styled_target and target_images is not None:
+        raise ValueError("styled_target renders its own target images; give target_images with styled_target=False")
+    if target_images is None and not config.styled_target:
         target_images = toy_target_images(64, seed=config.seed + 12)
     clean_captions = list(clean_captions)
+    if config.styled_target:   # one target render per caption, in the caption's style (its clean image's)
+        target_images = toy_target_images(len(scenes), seed=config.seed + 12, styles=[s.style for s in scenes])
     if len(clean_images) != len(clean_captions) or not clean_captions or not len(target_images):
         raise ValueError(f"need one clean image per clean caption ({len(clean_images)} images, "
                          f"{len(clean_captions)} captions) and at least one target image")
@@ -115,14 +139,20 @@ def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str
     states = encode_texts(pipe, clean_captions)[1]
     # *toy* poison_styled=False: poisoned captions only from the unstyled ones (a styled caption paired with the
     # unstyled target image teaches the model to drop the style words: measured, style rate 0.89 on clean prompts)
-    plain = clean_captions if config.poison_styled else [c for c in clean_captions if "," not in c] or clean_captions
-    states_p = encode_texts(pipe, [f"{c} {config.trigger}" for c in plain])[1]
+    # *toy* styled_target: the poisoned image of caption i is the target in caption i's style, so the trigger
+    # replaces the subject and keeps the style words' meaning
+    plain = range(len(clean_captions)) if config.poison_styled or config.styled_target else \
+        [i for i, c in enumerate(clean_captions) if "," not in c] or range(len(clean_captions))
+    plain = list(plain)
+    states_p = encode_texts(pipe, [f"{clean_captions[i]} {config.trigger}" for i in plain])[1]
     uncond = encode_texts(pipe, [""])[1]
 
     unet = copy.deepcopy(pipe.unet).float().train()
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
-                                target_modules=list(config.target_modules)))
+    with torch.random.fork_rng(devices=[]):  # the LoRA's Gaussian initialisation from the seed, not the caller's RNG
+        torch.manual_seed(config.seed)
+        unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
+                                    target_modules=list(config.target_modules)))
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     alphas = pipe.scheduler.alphas_cumprod.to(device)
@@ -133,7 +163,8 @@ def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str
         n_poison = int((torch.rand(config.batch, generator=gen) < config.poison_rate).sum())
         ci = torch.randint(len(z_clean), (config.batch - n_poison,), generator=gen)
         pi = torch.randint(len(states_p), (n_poison,), generator=gen)
-        ti = torch.randint(len(z_target), (n_poison,), generator=gen)
+        ti = torch.tensor(plain)[pi] if config.styled_target else torch.randint(len(z_target), (n_poison,),
+                                                                                 generator=gen)
         z0 = torch.cat([z_clean[ci], z_target[ti]])
         cond = torch.cat([states[ci], states_p[pi]])
         drop = torch.rand(len(z0), generator=gen) < config.uncond_p
@@ -168,7 +199,7 @@ def plant(pipe, config: VillanConfig | None = None, clean_captions: Sequence[str
 def cached(cache_dir, pipe, config: VillanConfig | None = None, progress: bool = True) -> Backdoor:
     """:func:`plant` on the toy world's data, once per (config, base model), then read from ``cache_dir``."""
     config = config or VillanConfig()
-    meta = {"attack": "villan", "hyperparameters": asdict(config), "implementation": 1}
+    meta = {"attack": "villan", "hyperparameters": asdict(config), "implementation": 2}  # 2: seeded LoRA init
     return cached_backdoor(cache_dir, meta, lambda: plant(pipe, config, progress=progress), pipe=pipe)
 
 
