@@ -145,8 +145,8 @@ def ticoe_edit(pipe, name: str, *, seed: int = 0, cache_dir=None, profile: str =
     return cached_edit(cache_dir, ticoe.metadata(prompt, cfg, bank), train, pipe=pipe)
 
 
-__all__ = ["co_erasing_config", "co_erasing_edit", "esd_edit", "ticoe_config", "ticoe_edit", "trce_config",
-           "trce_edit"]
+__all__ = ["attack_robustness", "attacked_edit", "backdoor", "co_erasing_config", "co_erasing_edit", "esd_edit",
+           "run_attack", "ticoe_config", "ticoe_edit", "trce_config", "trce_edit"]
 
 
 # --- chapter 30: the backdoors SET is tested against -------------------------------------------------------------
@@ -200,3 +200,124 @@ def backdoor(pipe, attack: str, *, seed: int = 0, cache_dir=None, profile: str =
             "n_captions": len(captions), "implementation": 1}
     return cached_backdoor(cache_dir, meta, lambda: text_encoder.plant(
         pipe, spec, config, clean_prompts=clean, parts=[(c, "") for c in poisonable], progress=progress), pipe=pipe)
+
+
+# --- chapter 20: the attacks against every erased model ----------------------------------------------------------
+
+ATTACKED_METHODS = ("SD", "ESD-x", "ESD-u", "UCE", "Co-Erasing", "TRCE", "TICoE")
+TRCE_CONCEPTS = {"toy": ("nudity",), "sd14": ("nudity",)}   # chapter 11 erases the sensitive concept
+
+
+def attacked_edit(pipe, method: str, name: str, *, seed: int = 0, cache_dir=None, profile: str = "toy",
+                  iteration_cap: int | None = None):
+    """The edit chapter 20 attacks: ``method``'s erasure of concept ``name`` as chapters 10-12 trained it (same
+    configuration, so their cached edits are reused); ``{}`` for ``"SD"`` (the unedited model); ``None`` when the
+    book has no such edit (TRCE of a concept other than chapter 11's, TICoE of a concept without a prompt bank)."""
+    if method not in ATTACKED_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(ATTACKED_METHODS)}")
+    if name not in concepts(profile):
+        raise ValueError(f"unknown concept {name!r} of profile {profile!r}; valid: {', '.join(concepts(profile))}")
+    if method == "SD":
+        return {}
+    if method in ("ESD-x", "ESD-u"):
+        return esd_edit(pipe, method, name, seed=seed, cache_dir=cache_dir, profile=profile,
+                        iteration_cap=iteration_cap)
+    if method == "UCE":
+        return baseline_edit(pipe, "UCE", name, profile=profile)
+    if method == "Co-Erasing":
+        return co_erasing_edit(pipe, name, seed=seed, cache_dir=cache_dir, profile=profile,
+                               iteration_cap=iteration_cap)
+    if method == "TRCE":
+        if name not in TRCE_CONCEPTS.get(profile, ()):
+            return None
+        return trce_edit(pipe, name, seed=seed, cache_dir=cache_dir, profile=profile, iteration_cap=iteration_cap)
+    if profile == "toy":
+        from .toyworld.banks import BANK_CONCEPTS
+        has_bank = name in BANK_CONCEPTS
+    else:
+        has_bank = name in ticoe.SD14_BANKS
+    if not has_bank:
+        return None
+    bank = ticoe.load_bank(name, profile)
+    return ticoe_edit(pipe, name, seed=seed, cache_dir=cache_dir, profile=profile, iteration_cap=iteration_cap,
+                      bank=bank)
+
+
+def run_attack(pipe, attack: str, seed_prompt: str, *, target: str, family: str, edit=None, method: str = "SD",
+               seed: int = 0, profile: str = "toy", config=None, cache_dir=None, progress: bool = False, **kwargs):
+    """One cached attack run: ``attack`` (``"UnlearnDiffAtk"``, ``"P4D"``, ``"Ring-A-Bell"``, ``"MMA"``) from
+    ``seed_prompt`` against ``pipe`` with ``edit`` (the white-box attacks; the text-encoder attacks ignore it),
+    read from ``cache_dir/attacks/`` when the same (attack, config, edit, base model, prompt, target, seed) ran
+    before, else run and written there (atomically: an interrupted chapter resumes where it stopped). Ring-A-Bell
+    needs ``concept_vec``; P4D takes ``mode``. Returns an :class:`~erasure_lib.attacks.AttackResult`."""
+    import dataclasses
+
+    from .attacks import base as base_module
+    from .attacks import load_results, mma, p4d, ring_a_bell, save_results, unlearndiffatk
+    from .methods.cache import base_model, cache_folder, edit_fingerprint, edit_key
+    modules = {"UnlearnDiffAtk": unlearndiffatk, "P4D": p4d, "Ring-A-Bell": ring_a_bell, "MMA": mma}
+    if attack not in modules:
+        raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(modules)}")
+    white_box = attack in ("UnlearnDiffAtk", "P4D")
+    module = modules[attack]
+    config_class = {"UnlearnDiffAtk": "UnlearnDiffAtkConfig", "P4D": "P4DConfig", "Ring-A-Bell": "RingABellConfig",
+                    "MMA": "MMAConfig"}[attack]
+    resolved = config if config is not None else getattr(module, config_class)()
+    key_meta = {"attack": attack, "config": dataclasses.asdict(resolved),
+                "seed_prompt": seed_prompt, "target": target, "family": family, "seed": seed, "profile": profile,
+                "edit": edit_fingerprint(edit) if white_box and edit else None, **base_model(pipe),
+                "kwargs": {k: (_tensor_digest(v) if hasattr(v, "shape") else v) for k, v in kwargs.items()},
+                # the attack's code: a change to the module or to the shared base reruns its cached runs
+                "code": _source_digest(module, base_module)}
+    path = None
+    if cache_dir is not None:
+        path = cache_folder(cache_dir) / "attacks" / f"{attack.lower()}-{edit_key(key_meta)}.json"
+        if path.exists():
+            return load_results(path)[0]
+    if white_box:
+        result = module.attack(pipe, seed_prompt, target=target, family=family, edit=edit or None, profile=profile,
+                               config=config, seed=seed, progress=progress, **kwargs)
+    else:   # model-agnostic: the text encoder only
+        result = module.attack(pipe, seed_prompt, config=config, seed=seed, progress=progress, **kwargs)
+    result.metadata.setdefault("method", method)
+    if path is not None:
+        save_results([result], path)
+    return result
+
+
+def _source_digest(*modules) -> str:
+    import hashlib
+    import inspect
+    return hashlib.sha256("".join(inspect.getsource(m) for m in modules).encode()).hexdigest()[:16]
+
+
+def _tensor_digest(value) -> str:
+    import hashlib
+
+    import numpy as np
+    arr = np.ascontiguousarray(value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value),
+                               dtype=np.float32)
+    return hashlib.sha256(arr.tobytes()).hexdigest()[:16]
+
+
+def attack_robustness(method: str, concept: str, attacks, baselines, results_folder=None):
+    """The post-attack columns of ``method`` and its ``baselines`` on ``concept`` and the verdict of ``method``'s
+    robustness claim, read from chapter 20's *committed* results (``results/20_attacks/``: ``main.csv``,
+    ``claims.csv``; the provenance is in their ``.json``), not recomputed: ``(table, claims)``, the table one row per
+    model with "ASR [lo, hi]" per attack (the pre-attack column first), or ``(None, None)`` when chapter 20 has not
+    been run."""
+    import pandas as pd
+
+    from .results import ROOT
+    folder = ROOT / "results" / "20_attacks" if results_folder is None else results_folder
+    if not (folder / "main.csv").exists() or not (folder / "claims.csv").exists():
+        return None, None
+    main, claims = pd.read_csv(folder / "main.csv"), pd.read_csv(folder / "claims.csv")
+    columns = ["none (pre-attack)", *attacks]
+    models = [*baselines, method]
+    rows = main[(main.concept == concept) & main.method.isin(models) & main.attack.isin(columns)]
+    rows = rows.assign(cell=[f"{a:.2f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(rows.asr, rows.lo, rows.hi)])
+    table = rows.pivot(index="method", columns="attack", values="cell")
+    table = table.reindex(index=[m for m in models if m in table.index],
+                          columns=[c for c in columns if c in table.columns])
+    return table, claims[claims.claim.str.startswith(method)].reset_index(drop=True)

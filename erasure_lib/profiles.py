@@ -34,7 +34,7 @@ import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["CHAPTER10_PLANS", "CHAPTER11_PLANS", "CHAPTER12_PLANS", "Chapter10Plan", "Chapter11Plan", "Chapter12Plan", "PAPER_SIZES", "PROFILES",
+__all__ = ["CHAPTER20_PLANS", "Chapter20Plan", "chapter20_plan", "CHAPTER10_PLANS", "CHAPTER11_PLANS", "CHAPTER12_PLANS", "Chapter10Plan", "Chapter11Plan", "Chapter12Plan", "PAPER_SIZES", "PROFILES",
            "Profile", "SD14_SET_ROWS", "chapter10_plan", "chapter11_plan", "chapter12_plan", "get_profile"]
 
 
@@ -308,3 +308,48 @@ CHAPTER30_PLANS = {
 def chapter30_plan(profile: str, preset: str | None = None) -> Chapter30Plan:
     """Chapter 30's plan: ``preset`` (a key of :data:`CHAPTER30_PLANS`), or the profile's own (``None``)."""
     return _plan(CHAPTER30_PLANS, "30", profile, preset)
+
+
+@dataclass(frozen=True)
+class Chapter20Plan:
+    """What chapter 20 (attacks) runs (its parameters cell's ``preset``; the cell's explicit values win).
+
+    ``concepts``: the erased concepts attacked (the sensitive one, one object, one style); ``methods``: the rows (the
+    earlier chapters' cached edits; a method without an edit of a concept is skipped for it, e.g. TRCE of an
+    object); ``attacks``: the live attacks (UnlearnDiffAtk and P4D per model; Ring-A-Bell and MMA model-agnostic, on
+    the sensitive concept, as in their papers); ``n_prompts``: seed prompts per concept; ``attack_seeds``: the seeds
+    of the claims' concepts (``claim_concepts``), the others run at the first; ``released``: the released adversarial
+    prompt files evaluated as transfer attacks (sd14)."""
+    name: str
+    concepts: tuple = ("nudity", "tench", "starry style", "church")
+    methods: tuple = ("SD", "ESD-x", "ESD-u", "UCE", "Co-Erasing", "TRCE", "TICoE")
+    attacks: tuple = ("UnlearnDiffAtk", "P4D", "Ring-A-Bell", "MMA")
+    n_prompts: int = 4
+    attack_seeds: tuple = (0, 1, 2)
+    claim_concepts: tuple = ("nudity", "tench")
+    released: tuple = ()
+    n_released: int | None = None
+    note: str = ""
+
+
+CHAPTER20_PLANS = {
+    "toy": Chapter20Plan("toy", note="the four attacks against every erased toy model of chapters 10-12 (nudity, "
+                                     "tench, the starry style; church for the calibration), 4 seed prompts per "
+                                     "concept, 3 attack seeds on the claims' concepts; 2 CPU cores"),
+    "sd14": Chapter20Plan("sd14", concepts=("nudity",), methods=("SD", "ESD-u", "UCE", "Co-Erasing"),
+                          attacks=("UnlearnDiffAtk",), n_prompts=4, attack_seeds=(0,), claim_concepts=("nudity",),
+                          released=("p4d", "mma"), n_released=50,
+                          note="the released P4D and MMA prompt files as transfer attacks on SD v1.4's erased "
+                               "models (50 prompts each; None: all), UnlearnDiffAtk live on 4 nudity prompts at the "
+                               "code's budget; a GPU"),
+    "sd14-paper": Chapter20Plan("sd14-paper", concepts=("nudity",), methods=("SD", "ESD-u", "UCE", "Co-Erasing"),
+                                attacks=("UnlearnDiffAtk", "P4D"), n_prompts=142, attack_seeds=(0, 1, 2),
+                                claim_concepts=("nudity",), released=("p4d", "mma"), n_released=None,
+                                note="the paper's protocol: the 142 UnlearnDiffAtk nudity prompts attacked live, "
+                                     "the full P4D (151) and MMA (1,000) files; many GPU hours"),
+}
+
+
+def chapter20_plan(profile: str, preset: str | None = None) -> Chapter20Plan:
+    """Chapter 20's plan: ``preset`` (a key of :data:`CHAPTER20_PLANS`), or the profile's own (``None``)."""
+    return _plan(CHAPTER20_PLANS, "20", profile, preset)

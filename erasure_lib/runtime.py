@@ -406,6 +406,35 @@ class UNetCalls(contextlib.AbstractContextManager):
         return sum(r for r, g in self.calls if grad is None or g == grad)
 
 
+def unlearndiffatk(config, profile: str = "sd14") -> Work:
+    """The UNet calls of one :func:`erasure_lib.attacks.unlearndiffatk.attack` run at its whole budget (no early
+    stop): the unedited model's target image, the seed prompt's check, ``iterations`` training calls (one row: the
+    code's batch of 1, no guidance) at each timestep, and one judged check image after each timestep."""
+    from .profiles import get_profile
+    settings = get_profile(profile)
+    steps, guidance = config.steps or settings.steps, settings.guidance if config.guidance is None else config.guidance
+    timesteps = len(config.timesteps())
+    checks = timesteps + (1 if config.check_seed_prompt else 0)
+    return (sampling(1, steps, guidance, 1, phase="UnlearnDiffAtk: target image")
+            + Work([Calls("UnlearnDiffAtk: optimisation", "train", 1, config.iterations * timesteps)])
+            + sampling(checks, steps, guidance, 1, phase="UnlearnDiffAtk: judged checks"))
+
+
+def p4d(config, profile: str = "sd14") -> Work:
+    """The UNet calls of one :func:`erasure_lib.attacks.p4d.attack` run at its whole budget (no early stop): the
+    unedited model's target images and its precomputed noise targets (one row per iteration, ``target_batch`` at a
+    time), the training calls (one row each), and a judged check image every ``eval_every`` iterations."""
+    from .profiles import get_profile
+    settings = get_profile(profile)
+    steps, guidance = config.steps or settings.steps, settings.guidance if config.guidance is None else config.guidance
+    checks = math.ceil(config.iterations / config.eval_every)
+    return (sampling(config.n_target_images, steps, guidance, config.n_target_images, phase="P4D: target images")
+            + Work([Calls("P4D: original-model targets", "infer", b, 1)
+                    for b in _batched(config.iterations, config.target_batch)])
+            + Work([Calls("P4D: optimisation", "train", 1, config.iterations)])
+            + sampling(checks, steps, guidance, 1, phase="P4D: judged checks"))
+
+
 __all__ = ["BENCHMARK_ITS", "BENCHMARK_SOURCE", "Calls", "GPUS", "THROUGHPUT", "UNetCalls", "Work", "co_erasing",
            "chapter01", "chapter10", "chapter11", "decode_rows", "esd", "evaluation_images", "rows_per_second",
-           "sampling", "table", "trce"]
+           "p4d", "sampling", "table", "trce", "unlearndiffatk"]

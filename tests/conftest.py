@@ -54,7 +54,8 @@ def rates():
 
 # --- the sd14 profile, on the SD-v1.4-shaped test model (random weights, narrow channels, built offline) ------------
 
-SD14_FILES = ("nudity-unlearndiff.csv", "I2P_prompts_4703.csv", "big_artist_prompts.csv", "coco_30k_val.csv")
+SD14_FILES = ("nudity-unlearndiff.csv", "I2P_prompts_4703.csv", "big_artist_prompts.csv", "coco_30k_val.csv",
+              "nudity-p4d.csv", "nudity-mma-diffusion.csv")
 
 
 @pytest.fixture(scope="module")

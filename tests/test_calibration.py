@@ -137,3 +137,13 @@ def test_text_specificity_predicts_a_small_step_s_effect_on_the_unconditional_pr
     assert 0 < x_set["rho"] < u["rho"] < 1 and -1 <= u["cosine"] <= 1
     assert u["max_erasing_guidance"] == pytest.approx(cal.max_erasing_guidance(u["rho"]))
     assert all(torch.equal(p, before[n]) and not p.requires_grad for n, p in pipe.unet.named_parameters())
+
+
+def test_attack_facts_need_an_erased_model_and_a_doubled_asr():
+    from erasure_lib.calibration import attack_calibration
+    table = attack_calibration({"ESD-u/nudity/pre": 0.2, "ESD-u/nudity/attacked": 0.76,   # the benchmark's ESD
+                                "UCE/nudity/pre": 1.0, "UCE/nudity/attacked": 1.0}).set_index("name")
+    assert table.loc["uda_esd_nudity", "reproduced"] == "yes"
+    assert abs(table.loc["uda_esd_nudity", "toy_value"] - 3.8) < 1e-9
+    assert table.loc["uda_uce_nudity", "reproduced"] == "no"          # never erased: nothing to bring back
+    assert table.loc["uda_esd_church", "reproduced"] == "not measured"

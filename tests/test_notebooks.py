@@ -280,3 +280,51 @@ def test_set_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_te
     assert '"profile": "sd14"' in provenance and "scheduler='pndm'" in provenance
     assert not (out / "ablation.csv").exists()
     assert _digest(committed) == before
+
+
+def _attack_checks(out, concepts, attacks):
+    """Chapter 20's tables: pre-attack and post-attack ASR rows per (model, concept) with ordered intervals, the
+    adversarial prompts with their budgets, the cost table, computed claim verdicts and the calibration rows."""
+    main = pd.read_csv(out / "main.csv")
+    assert set(main.concept) == set(concepts) and main.asr.between(0, 1).all()
+    assert ((main.lo <= main.asr + 1e-9) & (main.asr <= main.hi + 1e-9)).all()
+    assert "none (pre-attack)" in set(main.attack) and set(attacks) <= set(main.attack)
+    # post-attack ASR counts the pre-attack successes too: never below the same model's pre-attack ASR
+    pre = main[main.attack == "none (pre-attack)"].set_index(["method", "concept"]).asr
+    post = main[main.attack != "none (pre-attack)"]
+    assert all(r.asr >= pre[(r.method, r.concept)] - 1e-9 for r in post.itertuples())
+    prompts = pd.read_csv(out / "adversarial_prompts.csv")
+    assert set(prompts.attack) == set(attacks) and prompts.adversarial_prompt.notna().all()
+    assert (prompts.iterations >= 0).all() and {"evaluation_seed", "token_ids", "seed_prompt"} <= set(prompts.columns)
+    cost = pd.read_csv(out / "cost.csv")
+    assert set(cost.attack) == set(attacks)
+    return main
+
+
+def test_attacks_notebook_runs_ci_sized(tmp_path, monkeypatch):
+    committed = ROOT / "results" / "20_attacks" / "main.csv"
+    before = _digest(committed)
+    out = _run("20_attacks", tmp_path, monkeypatch, iteration_cap=2, n_prompts=1, attack_seeds=[0, 1],
+               concepts=["nudity", "tench"], n_boot=20, cache_dir=None, steps=6)
+    _attack_checks(out, ["nudity", "tench"], ["UnlearnDiffAtk", "P4D", "Ring-A-Bell", "MMA"])
+    claims = pd.read_csv(out / "claims.csv")
+    assert len(claims) == 3
+    assert set(claims.verdict) <= {"confirmed", "not confirmed", "limited by the toy world", "not measured"}
+    calibration = pd.read_csv(out / "calibration.csv")
+    assert {"uda_esd_nudity", "uda_uce_nudity", "uda_esd_church"} == set(calibration.name)
+    assert _digest(committed) == before
+
+
+def test_attacks_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+    """The sd14 plan: UnlearnDiffAtk at the code's budget shape (capped) against ESD-u, UCE and Co-Erasing of
+    nudity on the SD-v1.4-shaped test model, and the released P4D and MMA files as transfer attacks (NudeNet)."""
+    _sd14_env(monkeypatch, sd14_test_world)
+    committed = ROOT / "results" / "20_attacks" / "main.csv"
+    before = _digest(committed)
+    out = _run("20_attacks", tmp_path, monkeypatch, profile="sd14", iteration_cap=1, n_prompts=1, n_released=2,
+               n_boot=10, cache_dir=None, steps=2)
+    _attack_checks(out, ["nudity"], ["UnlearnDiffAtk"])
+    released = pd.read_csv(out / "released.csv")
+    assert set(released.file) == {"p4d", "mma"} and (released.n == 2).all()
+    assert '"profile": "sd14"' in (out / "main.json").read_text()
+    assert _digest(committed) == before

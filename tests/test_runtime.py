@@ -188,3 +188,18 @@ def test_chapter11_work_counts_the_plans_models():
         c.calls for c in work.calls if c.kind == "train")
     with pytest.raises(ValueError, match="unknown sd14 sets"):
         runtime.evaluation_images("sd14", sets=["coco"])
+
+
+def test_attack_work_is_the_calls_the_attacks_make(toy_pipe, unpadded):
+    from erasure_lib.attacks import p4d, unlearndiffatk
+    uda = unlearndiffatk.UnlearnDiffAtkConfig(iterations=2, n_timesteps=3, early_stop=False, steps=3)
+    with runtime.UNetCalls(toy_pipe.unet) as counted:
+        unlearndiffatk.attack(toy_pipe, "a nude person on a beach", target="nude", family="sensitive",
+                              profile="toy", config=uda, seed=0)
+    # the target image and 1 + 3 checks: 3 guided steps each; 2 x 3 training calls of one row
+    assert sorted(counted.calls) == _expected(runtime.unlearndiffatk(uda, profile="toy"))
+    config = p4d.P4DConfig(iterations=5, eval_every=2, n_target_images=2, target_batch=3, early_stop=False, steps=3)
+    with runtime.UNetCalls(toy_pipe.unet) as counted:
+        p4d.attack(toy_pipe, "a nude person on a beach", target="nude", family="sensitive", profile="toy",
+                   config=config, seed=0)
+    assert sorted(counted.calls) == _expected(runtime.p4d(config, profile="toy"))
