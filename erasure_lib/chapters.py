@@ -294,10 +294,10 @@ def _source_digest(*modules) -> str:
 def _tensor_digest(value) -> str:
     import hashlib
 
-    import numpy as np
-    arr = np.ascontiguousarray(value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value),
-                               dtype=np.float32)
-    return hashlib.sha256(arr.tobytes()).hexdigest()[:16]
+    import torch
+
+    from .methods.cache import _bytes
+    return hashlib.sha256(_bytes(torch.as_tensor(value, dtype=torch.float32))).hexdigest()[:16]
 
 
 def attack_robustness(method: str, concept: str, attacks, baselines, results_folder=None):
