@@ -1,21 +1,8 @@
 """Writes notebooks/20_attacks.ipynb (its source; `jupyter execute` fills in the outputs)."""
-import json
-from pathlib import Path
+from nbgen import SKIP, Notebook
 
-cells = []
-
-
-def md(text):
-    cells.append({"cell_type": "markdown", "metadata": {}, "source": text.strip("\n")})
-
-
-def code(text, tags=None):
-    meta = {"tags": tags} if tags else {}
-    cells.append({"cell_type": "code", "metadata": meta, "source": text.strip("\n"), "outputs": [],
-                  "execution_count": None})
-
-
-SKIP = ["nbval-skip"]
+book = Notebook()
+md, code = book.md, book.code
 
 md(r'''
 # Do erased concepts come back? Adversarial prompts against every erased model
@@ -55,16 +42,7 @@ v1.4's erased models and runs UnlearnDiffAtk with the code's budget (`UnlearnDif
 ```
 ''')
 
-code('''
-# On Colab only: install the book's library and its pinned dependencies (skipped everywhere else)
-import subprocess
-import sys
-
-if "google.colab" in sys.modules:
-    subprocess.run("test -d erasure-book || git clone --depth 1 https://github.com/erasure-book/erasure-book; "
-                   "bash erasure-book/scripts/colab_install.sh", shell=True, check=True)
-    sys.path.insert(0, "erasure-book")
-''')
+book.colab()
 
 code('''
 # parameters: the toy profile's defaults (papermill overrides them; profile="sd14" for Stable Diffusion v1.4)
@@ -581,11 +559,4 @@ the verdicts say so (*limited by the toy world*). The post-attack columns then s
 optimised prompt recovers, and the cost table what it took.
 ''')
 
-nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                                   "language_info": {"name": "python", "version": "3.11"}},
-      "nbformat": 4, "nbformat_minor": 5}
-for i, c in enumerate(nb["cells"]):
-    c["id"] = f"c20-{i:02d}"
-out = Path(__file__).resolve().parents[1] / "notebooks" / "20_attacks.ipynb"
-out.write_text(json.dumps(nb, indent=1) + "\n")
-print(len(cells), "cells ->", out)
+book.write("20_attacks", "c20")

@@ -1,20 +1,8 @@
 """Writes notebooks/30_set.ipynb (its source; `jupyter execute` fills in the outputs)."""
-import json
+from nbgen import SKIP, Notebook
 
-cells = []
-
-
-def md(text):
-    cells.append({"cell_type": "markdown", "metadata": {}, "source": text.strip("\n")})
-
-
-def code(text, tags=None):
-    meta = {"tags": tags} if tags else {}
-    cells.append({"cell_type": "code", "metadata": meta, "source": text.strip("\n"), "outputs": [],
-                  "execution_count": None})
-
-
-SKIP = ["nbval-skip"]
+book = Notebook()
+md, code = book.md, book.code
 
 md(r'''
 # SET: does scaling attention expose a backdoor trigger?
@@ -76,16 +64,7 @@ others lack). *UFID* (output consistency): a triggered prompt gives the same tar
 images of perturbed variants of the prompt are unusually alike.
 ''')
 
-code('''
-# On Colab only: install the book's library and its pinned dependencies (skipped everywhere else)
-import subprocess
-import sys
-
-if "google.colab" in sys.modules:
-    subprocess.run("test -d erasure-book || git clone --depth 1 https://github.com/erasure-book/erasure-book; "
-                   "bash erasure-book/scripts/colab_install.sh", shell=True, check=True)
-    sys.path.insert(0, "erasure-book")
-''')
+book.colab()
 
 code('''
 # parameters: the toy profile's defaults (papermill overrides them; profile="sd14" for Stable Diffusion v1.4)
@@ -473,7 +452,6 @@ print(f"SET - {best} (the best baseline): {diff.mean():+.3f} [{diff.mean() - hal
 print(f"Verdict: {verdict}. (The paper, for orientation: +9.1% AUROC over the best baseline; on SD v1.4, not the toy.)")
 ''', tags=SKIP)
 
-cells = [c for c in cells if c is not None]
 
 md(r'''
 ## What this chapter shows
@@ -490,11 +468,4 @@ The numbers above are computed by the cells that print them. Three things to rea
 * **The verdict**, with the seeds' spread, beside the paper's numbers.
 ''')
 
-nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                                   "language_info": {"name": "python", "version": "3.11"}},
-      "nbformat": 4, "nbformat_minor": 5}
-for i, c in enumerate(nb["cells"]):
-    c["id"] = f"c30-{i:02d}"
-from pathlib import Path
-Path(__file__).resolve().parents[1].joinpath("notebooks", "30_set.ipynb").write_text(json.dumps(nb, indent=1))
-print(len(nb["cells"]), "cells")
+book.write("30_set", "c30", final_newline=False)
