@@ -353,3 +353,43 @@ CHAPTER20_PLANS = {
 def chapter20_plan(profile: str, preset: str | None = None) -> Chapter20Plan:
     """Chapter 20's plan: ``preset`` (a key of :data:`CHAPTER20_PLANS`), or the profile's own (``None``)."""
     return _plan(CHAPTER20_PLANS, "20", profile, preset)
+
+
+@dataclass(frozen=True)
+class Chapter40Plan:
+    """What chapter 40 (NS-Net) trains and tests (its parameters cell's ``preset``; the cell's explicit values win).
+
+    ``train_generators``: the fake sources of the training split (AIGIBench setting II's analog); ``n_train``: real
+    training images (as many fakes, split between the training generators); ``n_val``: real validation images;
+    ``n_test``: real test images, and as many images of every generator, drawn from the same captions;
+    ``detectors``: NS-Net and its baselines (:data:`erasure_lib.detect.ns_net.DETECTORS`); ``claim_seeds``: the
+    detectors' seeds (initialisation, LoRA, order); ``ablation``: projector mode, patch selection and lambda at the
+    first seed; ``embed_n``: images per source in the feature-space figure."""
+    name: str
+    train_generators: tuple = ("GAN", "TinySD")
+    n_train: int = 1024
+    n_val: int = 128
+    n_test: int = 256
+    detectors: tuple = ("NS-Net", "CLIP+LoRA", "UnivFD", "CNN")
+    claim_seeds: tuple = (0, 1, 2)
+    ablation: bool = True
+    embed_n: int = 200
+    note: str = ""
+
+
+CHAPTER40_PLANS = {
+    "toy": Chapter40Plan("toy", note="real renders against 8 generators of 3 families (TinySD and 3 sampler "
+                                     "settings, a second UNet, an erased TinySD, the VAE, a GAN); trained on the GAN "
+                                     "+ TinySD; 256 + 256 test images per generator, 3 seeds, the ablations; 2 CPU "
+                                     "cores"),
+    "sd14": Chapter40Plan("sd14", train_generators=("SD-v1.4",), n_train=2000, n_val=200, n_test=500,
+                          claim_seeds=(0,), ablation=False, embed_n=200,
+                          note="real images from a folder you name (UniversalFakeDetect / AIGIBench layouts "
+                               "accepted), fakes of SD v1.4 and its erased variants, CLIP ViT-L/14 + LoRA, BLIP "
+                               "captions; a GPU"),
+}
+
+
+def chapter40_plan(profile: str, preset: str | None = None) -> Chapter40Plan:
+    """Chapter 40's plan: ``preset`` (a key of :data:`CHAPTER40_PLANS`), or the profile's own (``None``)."""
+    return _plan(CHAPTER40_PLANS, "40", profile, preset)

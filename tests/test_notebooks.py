@@ -328,3 +328,77 @@ def test_attacks_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd1
     assert set(released.file) == {"p4d", "mma"} and (released.n == 2).all()
     assert '"profile": "sd14"' in (out / "main.json").read_text()
     assert _digest(committed) == before
+
+
+def _ns_net_checks(out, detectors, seeds, generators, unseen):
+    """Chapter 40's tables: one row per (detector, seed, generator) with metrics in [0, 1] and ordered intervals
+    at the first seed, the claim's computed verdicts, the semantic-bias table, the cost table."""
+    per = pd.read_csv(out / "per_generator.csv")
+    assert set(per.detector) == set(detectors) and set(per.seed) == set(seeds)
+    assert set(per.generator) == set(generators) and len(per) == len(detectors) * len(seeds) * len(generators)
+    for m in ("acc", "ap", "real_acc", "fake_acc"):
+        assert per[m].between(0, 1).all()
+    first = per[per.seed == seeds[0]]
+    assert ((first.acc_lo <= first.acc + 1e-9) & (first.acc <= first.acc_hi + 1e-9)).all()
+    assert (per.seen_in_training == ~per.generator.isin(unseen)).all()
+    claim = pd.read_csv(out / "claim.csv")
+    assert set(claim.baseline) == {"UnivFD", "CLIP+LoRA"} and (claim.n_units == len(seeds) * len(unseen)).all()
+    assert set(claim.verdict) <= {"confirmed", "not confirmed", "limited by the toy world", "not measured"}
+    bias = pd.read_csv(out / "semantic_bias.csv")
+    assert list(bias.features) == ["before", "after"] and bias.r2_content.between(0, 1).all()
+    assert set(pd.read_csv(out / "cost.csv").detector) == set(detectors)
+    return per
+
+
+def test_ns_net_notebook_runs_ci_sized(tmp_path, monkeypatch):
+    from erasure_lib.detect.aigi_bench import TOY_GENERATORS, TRAIN_GENERATORS
+    committed = ROOT / "results" / "40_ns_net" / "per_generator.csv"
+    before = _digest(committed)
+    out = _run("40_ns_net", tmp_path, monkeypatch, n_train=48, n_test=16, claim_seeds=[0, 1], epochs=1, steps=3,
+               n_boot=20, cache_dir=None)
+    names = [g.name for g in TOY_GENERATORS]
+    _ns_net_checks(out, ["NS-Net", "CLIP+LoRA", "UnivFD", "CNN"], [0, 1], names,
+                   [g for g in names if g not in TRAIN_GENERATORS])
+    generators = pd.read_csv(out / "generators.csv")
+    assert list(generators.source) == ["real"] + names and generators.subject.between(0, 1).all()
+    assert len(pd.read_csv(out / "ablation.csv")) == 7
+    assert _digest(committed) == before
+
+
+def test_ns_net_notebook_runs_on_the_sd14_test_model(tmp_path, monkeypatch, sd14_test_world):
+    """The sd14 plan: real images from a folder in UniversalFakeDetect's layout (0_real / 1_fake, captions.json
+    beside them), fakes of the SD-v1.4-shaped test model, its UCE-erased variant and its VAE, the folder's own
+    fakes as an external generator; NS-Net at the spec's values on the ViT-L/14-shaped random CLIP."""
+    import json
+
+    from PIL import Image
+
+    from erasure_lib.detect.aigi_bench import scene_set
+    from erasure_lib.toyworld.render import render_batch
+    _sd14_env(monkeypatch, sd14_test_world)
+    folder = tmp_path / "photos"
+    (folder / "0_real").mkdir(parents=True)
+    (folder / "1_fake").mkdir()
+    captions = {}
+    for split, n in (("train", 10), ("test", 8)):
+        scenes = scene_set(split, n, seed=5)
+        images = (render_batch(scenes.scenes, seeds=scenes.seeds) * 255).round().astype("uint8")
+        for i, (im, text) in enumerate(zip(images, scenes.captions)):
+            name = f"0_real/{split}{i:02d}.png"
+            Image.fromarray(im).resize((96, 80)).save(folder / name)
+            captions[name] = text
+            if split == "test" and i < 4:
+                fake = f"1_fake/{i:02d}.png"
+                Image.fromarray(im[:, ::-1]).resize((64, 64)).save(folder / fake)
+                captions[fake] = text
+    (folder / "captions.json").write_text(json.dumps(captions))
+    committed = ROOT / "results" / "40_ns_net" / "per_generator.csv"
+    before = _digest(committed)
+    out = _run("40_ns_net", tmp_path, monkeypatch, profile="sd14", real_folder=str(folder), n_train=6, n_test=4,
+               epochs=1, steps=2, n_boot=10, cache_dir=None)
+    gens = ["SD-v1.4", "SD-v1.4-DPM++", "SD-v1.4-UCE", "SD-VAE", "external"]
+    _ns_net_checks(out, ["NS-Net", "CLIP+LoRA", "UnivFD", "CNN"], [0], gens, gens[1:])
+    provenance = (out / "per_generator.json").read_text()
+    assert '"profile": "sd14"' in provenance and "lora_rank=6" in provenance and "'q_proj', 'k_proj'" in provenance
+    assert not (out / "ablation.csv").exists()
+    assert _digest(committed) == before

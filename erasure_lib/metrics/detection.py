@@ -25,10 +25,11 @@ import pandas as pd
 
 from .bootstrap import Estimate, bootstrap_ci
 
-__all__ = ["DETECTION_METRICS", "accuracy", "auroc", "detection_estimates", "detection_metrics", "roc_curve",
-           "tpr_fpr"]
+__all__ = ["AIGI_METRICS", "DETECTION_METRICS", "accuracy", "aigi_metrics", "auroc", "average_precision",
+           "detection_estimates", "detection_metrics", "roc_curve", "tpr_fpr"]
 
 DETECTION_METRICS = ("auroc", "acc", "tpr", "fpr")
+AIGI_METRICS = ("acc", "ap", "real_acc", "fake_acc")
 
 
 # --- input checks ---------------------------------------------------------------------------------------------
@@ -201,3 +202,49 @@ def detection_metrics(scores: Sequence[float], labels: Sequence[int], threshold:
     row.update(threshold=float(threshold), n_clean=first["n_clean"], n_triggered=first["n_triggered"],
                n_boot=int(n_boot), level=float(level), seed=int(seed))
     return pd.DataFrame([row])
+
+
+# --- AI-generated image detection (chapter 40): accuracy, AP, real-acc, fake-acc ------------------------------
+
+def average_precision(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Average precision of ``scores`` (higher = positive) for ``labels`` (1 = positive): the mean, over the
+    positives, of the precision at the rank where each is retrieved, ``sum_k (R_k - R_{k-1}) P_k`` over the
+    thresholds (the step-wise area under the precision-recall curve, as UnivFD and AIGIBench report it, no
+    interpolation). Tied scores enter together (one threshold). Raises on NaN, mismatch, a single class."""
+    s, y = _scores_labels(scores, labels)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    tp = np.cumsum(y)
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]        # the last index of each distinct score
+    tp_at, n_at = tp[last].astype(float), (last + 1).astype(float)
+    precision = tp_at / n_at
+    recall_gain = np.diff(np.r_[0.0, tp_at]) / tp[-1]
+    return float((recall_gain * precision).sum())
+
+
+def aigi_metrics(probs: Sequence[float], labels: Sequence[int], threshold: float = 0.5, *, n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict[str, Estimate]:
+    """``{"acc", "ap", "real_acc", "fake_acc"}`` -> :class:`~erasure_lib.metrics.bootstrap.Estimate` of a detector
+    of generated images: ``probs`` (probability of *generated*), ``labels`` 1 = generated, 0 = real; an image is
+    called generated when ``prob > threshold`` (0.5, the papers' fixed threshold). Intervals: stratified
+    percentile bootstrap (real and generated images resampled separately, the same resamples for every metric)."""
+    s, y = _scores_labels(probs, labels)
+    threshold = float(threshold)
+    real, fake = s[~y], s[y]
+
+    def stat(name):
+        def fn(i_real, i_fake):
+            r, f = real[i_real], fake[i_fake]
+            if name == "real_acc":
+                return float((r <= threshold).mean())
+            if name == "fake_acc":
+                return float((f > threshold).mean())
+            if name == "acc":
+                return float(((r <= threshold).sum() + (f > threshold).sum()) / (len(r) + len(f)))
+            return average_precision(np.r_[r, f], np.r_[np.zeros(len(r)), np.ones(len(f))])
+        return fn
+
+    details = {"threshold": threshold, "n_real": len(real), "n_fake": len(fake), "rule": "prob > threshold"}
+    return {name: bootstrap_ci(stat(name), sizes=(len(real), len(fake)), n_boot=n_boot, seed=seed, level=level,
+                               metric=name, details=details)
+            for name in AIGI_METRICS}

@@ -8,6 +8,8 @@ Layout under ``data/`` (each folder loads offline with ``from_pretrained(folder)
     ip_adapter/      ip-adapter_toy.safetensors + image_encoder/ (toy_clip's vision tower with projection)
     classifier/      ToyConceptClassifier (object / style / sensitive / colour heads)
     fid_features/    ToyFIDFeatures (the classifier's pooled features, for torchmetrics FID)
+    aigi_unet/       a second, smaller TinySD UNet (another size and seed): one of NS-Net's generators (chapter 40)
+    aigi_gan/        a small text-conditional GAN on the toy renders, the ProGAN analog of chapter 40
     training_logs/   loss curves and timings of the committed training run
     MANIFEST.json    sha256 of every weight file, checked at load time
 
@@ -23,7 +25,7 @@ from pathlib import Path
 from .._hashing import sha256_file as _sha256
 from .._io import atomic_write_text
 
-PARTS = ("toy_clip", "tinysd", "ip_adapter", "classifier", "fid_features")
+PARTS = ("toy_clip", "tinysd", "ip_adapter", "classifier", "fid_features", "aigi_unet", "aigi_gan")
 MANIFEST = "MANIFEST.json"
 
 
