@@ -199,3 +199,75 @@ def test_the_second_unet_draws_its_captions(toy_pipe):
     assert rates["subject"] >= 0.8 and rates["style"] >= 0.8, rates
     # and it is another model than TinySD: other images from the same captions and seeds
     assert np.abs(images.astype(int) - bench.images_of(toy_pipe, "TinySD", scenes).astype(int)).mean() > 5
+
+
+def test_average_precision_with_several_tie_groups():
+    # thresholds 0.5 (2 positives of 3 images: P = 2/3, recall gain 2/3) and 0.2 (3 of 4: P = 3/4, gain 1/3)
+    assert average_precision([0.5, 0.5, 0.5, 0.2], [1, 1, 0, 1]) == pytest.approx(2 / 3 * 2 / 3 + 1 / 3 * 3 / 4)
+
+
+def test_paired_accuracy_difference_hand_worked():
+    from erasure_lib.detect.aigi_eval import paired_accuracy_difference
+    y = np.array([0, 0, 1, 1])
+    # detector A: everything right on g1, one fake missed on g2; B: one real wrong on both, all fakes right
+    a = {0: {"g1": (np.array([.1, .2, .9, .8]), y), "g2": (np.array([.1, .2, .9, .3]), y)}}
+    b = {0: {"g1": (np.array([.1, .7, .9, .8]), y), "g2": (np.array([.1, .7, .9, .8]), y)}}
+    est = paired_accuracy_difference(a, b, ["g1", "g2"], n_boot=200)
+    assert est.value == pytest.approx(((4 - 3) / 4 + (3 - 3) / 4) / 2)
+    assert est.lo <= est.value <= est.hi
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_accuracy_difference(a, {1: b[0]}, ["g1"])
+
+
+def test_fit_many_gives_the_same_detectors_in_threads(backbone, gan_data):
+    from erasure_lib.detect.aigi_eval import fit_many
+    train, test = gan_data
+    small = train.of(["real", "GAN"])
+    jobs = [("NS-Net", 0, {"epochs": 1}), ("CLIP+LoRA", 1, {"epochs": 1}), ("CNN", 0, {})]
+    one = fit_many(jobs, backbone, small, workers=1)
+    two = fit_many(jobs, backbone, small, workers=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a.predict_proba(test.images[:32]), b.predict_proba(test.images[:32]))
+
+
+def test_detector_cache_round_trip(backbone, gan_data, tmp_path):
+    from erasure_lib.detect.aigi_eval import fitted_detector
+    train, test = gan_data
+    first = fitted_detector("NS-Net", backbone, train, cache_dir=tmp_path, epochs=1, projection="global_svd")
+    again = fitted_detector("NS-Net", backbone, train, cache_dir=tmp_path, epochs=1, projection="global_svd")
+    assert len(list((tmp_path / "detectors").glob("*.safetensors"))) == 1
+    assert again.global_projector is not None
+    np.testing.assert_array_equal(again.predict_proba(test.images[:16]), first.predict_proba(test.images[:16]))
+
+
+def test_image_folders_in_the_benchmarks_layouts(tmp_path):
+    from PIL import Image
+    for rel in ("0_real/a.png", "0_real/b.jpg", "1_fake/c.png", "ldm/0_real/d.png", "ldm/1_fake/e.png",
+                "glide/cat/1_fake/f.png", "notes.txt"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".txt"):
+            path.write_text("x")
+        else:
+            Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(path)
+    files = bench.read_image_folder(tmp_path)
+    assert {k: [p.name for p in v] for k, v in files.items()} == {
+        "real": ["a.png", "b.jpg", "d.png"], "external": ["c.png"], "ldm": ["e.png"], "glide": ["f.png"]}
+    images = bench.load_images(files["real"], size=32)
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+    (tmp_path / "captions.json").write_text('{"0_real/a.png": "a cat"}')
+    with pytest.raises(KeyError, match="no caption for 0_real/b.jpg"):
+        bench.read_captions(tmp_path, files["real"])
+    with pytest.raises(FileNotFoundError):
+        bench.read_image_folder(tmp_path / "missing")
+
+
+def test_caption_lookup_knows_its_images_and_asks_the_fallback(gan_data):
+    train, _ = gan_data
+    lookup = bench.CaptionLookup([train])
+    assert lookup(train.images[:3]) == train.captions[:3]
+    other = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(KeyError, match="without a known caption"):
+        lookup(other)
+    asked = bench.CaptionLookup([train], fallback=lambda ims: ["fallback"] * len(ims))
+    assert asked(np.concatenate([train.images[:1], other[:1]])) == [train.captions[0], "fallback"]

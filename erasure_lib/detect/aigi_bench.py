@@ -214,6 +214,24 @@ def _cache_path(cache_dir, what: str, meta: dict) -> Path | None:
     return cache_folder(cache_dir) / "aigi" / f"{what}-{key}.npz"
 
 
+def _model_key(pipe, spec: GeneratorSpec) -> dict:
+    """Everything the images of ``spec`` depend on besides the spec: the base model (weights and dtype), the VAE, the
+    zoo files it reads (the second UNet, the GAN: their manifest hashes) and an edit's concept settings."""
+    from .._hashing import state_dict_sha256
+    from ..methods.cache import base_model
+    key = {**base_model(pipe), "vae": state_dict_sha256(pipe.vae)[:16]}
+    if spec.unet == "aigi_unet" or spec.kind == "gan":
+        from ..toyworld import zoo
+        part = "aigi_unet" if spec.unet == "aigi_unet" else "aigi_gan"
+        manifest = json.loads((zoo.data_dir() / zoo.MANIFEST).read_text())
+        key[part] = {k: v for k, v in manifest.items() if k.startswith(part + "/")}
+    if spec.edit:
+        from ..tasks import concepts
+        method, concept = spec.edit.split(":", 1)
+        key["edit"] = {"method": method, "concept": concepts(spec.profile)[concept]}
+    return key
+
+
 def _cached(cache_dir, what: str, meta: dict, make) -> np.ndarray:
     path = _cache_path(cache_dir, what, meta)
     if path is not None and path.exists():
@@ -231,12 +249,11 @@ def _cached(cache_dir, what: str, meta: dict, make) -> np.ndarray:
 def images_of(pipe, source: str, scenes: SceneSet, *, cache_dir=None, generators=TOY_GENERATORS,
               progress: bool = False) -> np.ndarray:
     """The images of ``source`` (``"real"`` or a generator's name) for ``scenes``, from the cache when there."""
-    from ..methods.cache import model_identity
     meta = {"bench": BENCH_VERSION, "source": source, "scenes": scenes.digest(), "n": len(scenes)}
     if source == "real":
         return _cached(cache_dir, "real", meta, lambda: real_images(scenes))
     spec = generator(source, generators)
-    meta.update(spec=asdict(spec), base_model=model_identity(pipe))
+    meta.update(spec=asdict(spec), models=_model_key(pipe, spec))
     return _cached(cache_dir, source, meta, lambda: fake_images(pipe, spec, scenes, progress))
 
 
@@ -426,9 +443,8 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 def folder_fakes(pipe, spec: GeneratorSpec, captions: list[str], seeds, real: np.ndarray, *, size: int = 256,
                  cache_dir=None, progress: bool = False) -> np.ndarray:
     """``spec``'s images of ``captions`` at ``size`` px (a ``"vae"`` spec reconstructs ``real``), cached."""
-    from ..methods.cache import model_identity
     meta = {"bench": BENCH_VERSION, "spec": asdict(spec), "captions": captions, "seeds": [int(s) for s in seeds],
-            "size": size, "base_model": model_identity(pipe),
+            "size": size, "models": _model_key(pipe, spec),
             "real": hashlib.sha256(np.ascontiguousarray(real).tobytes()).hexdigest()[:16] if spec.kind == "vae" else ""}
 
     def make():
@@ -486,7 +502,12 @@ def folder_splits(pipe, folder, captioner=None, *, generators=SD14_GENERATORS, t
                 if g == "real":
                     continue
                 ext = load_images(paths[:n], size)
-                ext_caps = read_captions(folder, paths[:n]) or (list(captioner(ext)) if captioner else None)
+                try:
+                    ext_caps = read_captions(folder, paths[:n])
+                except KeyError:                      # captions.json covers the real images only
+                    ext_caps = None
+                if ext_caps is None and captioner is not None:
+                    ext_caps = list(captioner(ext))
                 if ext_caps is None:
                     raise ValueError(f"no captions for the {g} images of {folder}")
                 images.append(ext)

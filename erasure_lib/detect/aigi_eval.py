@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,7 +42,7 @@ def _prepared(name: str, backbone, train: Split, *, seed: int = 0, profile: str 
         return det, None, True
     from ..methods.cache import cache_folder
     meta = {"v": CACHE_VERSION, "name": name, "kind": det.kind, "config": _config_of(det),
-            "backbone": getattr(backbone, "source", ""), "train": split_digest(train)}
+            "backbone": backbone.identity if det.kind != "cnn" else "", "train": split_digest(train)}
     key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_folder(cache_dir) / "detectors" / f"{det.kind}-{key}.safetensors"
     if path.exists():
@@ -76,17 +75,18 @@ def fitted_detector(name: str, backbone, train: Split, *, seed: int = 0, profile
 
 
 def scores_by_generator(det, test: Split, generators) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{generator: (probs, labels)}``: the real images' scores and the generator's. The whole split is scored
-    once, in its order (a block per source): in NS-Net's ``batch`` mode a projection batch then never mixes two
-    sources when the blocks are multiples of the batch size (the toy's 256), as scoring each generator apart would."""
-    probs = det.predict_proba(test.images)
-    real = test.source == "real"
+    """``{generator: (probs, labels)}``: the real images' scores, then the generator's. Each source is scored on its
+    own (the real images once), so in NS-Net's ``batch`` mode a projection batch never mixes two sources and a
+    generator's scores do not depend on which other generators are in the split."""
+    real = test.of(["real"])
+    real_probs = det.predict_proba(real.images)
     out = {}
     for g in generators:
-        mine = test.source == g
-        if not mine.any():
+        mine = test.of([g])
+        if not len(mine):
             raise ValueError(f"the test split has no images of generator {g!r}")
-        out[g] = (np.r_[probs[real], probs[mine]], np.r_[np.zeros(real.sum(), int), np.ones(mine.sum(), int)])
+        out[g] = (np.r_[real_probs, det.predict_proba(mine.images)],
+                  np.r_[np.zeros(len(real), int), np.ones(len(mine), int)])
     return out
 
 
@@ -109,24 +109,27 @@ def fit_many(jobs, backbone, train: Split, *, workers: int | None = None, profil
     def fit(item):
         det, path = item
         det.fit(train.images, train.labels)
-        return det, path
+        _store(det, path)            # each as soon as it is fitted: a later failure loses nothing
+        return det
 
     if workers <= 1 or len(todo) <= 1:
-        done = [fit(item) for item in todo]
+        for item in todo:
+            fit(item)
     else:
         with ThreadPoolExecutor(min(workers, len(todo)), thread_name_prefix="fit") as pool:
-            done = list(pool.map(fit, todo))
-    for det, path in done:
-        _store(det, path)
+            list(pool.map(fit, todo))
     return [det for det, _, _ in prepared]
 
 
 def evaluate(det, test: Split, generators, *, n_boot: int = 1000, seed: int = 0, detector: str | None = None,
-             **columns) -> pd.DataFrame:
+             scores: dict | None = None, **columns) -> pd.DataFrame:
     """One row per generator: ``acc, ap, real_acc, fake_acc`` and their ``_lo`` / ``_hi`` (stratified bootstrap),
-    ``n_real``, ``n_fake``, plus ``detector`` and any extra ``columns``."""
+    ``n_real``, ``n_fake``, plus ``detector`` and any extra ``columns``; ``scores``: :func:`scores_by_generator`'s
+    output when already computed."""
+    scores = scores_by_generator(det, test, generators) if scores is None else scores
     rows = []
-    for g, (p, y) in scores_by_generator(det, test, generators).items():
+    for g in generators:
+        p, y = scores[g]
         est = aigi_metrics(p, y, n_boot=n_boot, seed=seed)
         row = {"detector": detector or det.name, **columns, "generator": g}
         for m in AIGI_METRICS:
@@ -142,20 +145,52 @@ def mean_over(table: pd.DataFrame, generators, by=("detector",)) -> pd.DataFrame
     return part.groupby(list(by), sort=False)[list(AIGI_METRICS)].mean().reset_index()
 
 
-def paired_difference(a, b, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
-    """Mean of ``a - b`` over paired units (chapter 40: one unit per (training seed, unseen generator), the two
-    detectors' mean accuracy on the same test images) with a percentile-bootstrap interval over the units
-    (:class:`~erasure_lib.metrics.bootstrap.Estimate`)."""
-    from ..metrics.bootstrap import bootstrap_ci
-    d = np.asarray(a, float) - np.asarray(b, float)
-    if d.ndim != 1 or len(d) < 2:
-        raise ValueError("need at least two paired units")
-    return bootstrap_ci(d, n_boot=n_boot, seed=seed, level=level, metric="paired difference (A - B)")
+def paired_accuracy_difference(scores_a: dict, scores_b: dict, generators, *, n_boot: int = 1000, seed: int = 0,
+                               level: float = 0.95, threshold: float = 0.5):
+    """Detector A's mean accuracy minus B's over ``generators`` and over the seeds (``scores_a`` / ``scores_b``:
+    ``{seed: scores_by_generator(...)}``, the same seeds and test images), with a paired percentile-bootstrap interval
+    over the **test images**: each resample draws the real images once (every generator is scored against the same
+    real images) and each generator's images, and applies the same draw to both detectors and every seed; the
+    seeds' spread enters through the mean over seeds in every resample. Returns an
+    :class:`~erasure_lib.metrics.bootstrap.Estimate`."""
+    from ..metrics.bootstrap import Estimate
+    seeds = sorted(scores_a)
+    if sorted(scores_b) != seeds or not seeds:
+        raise ValueError("need both detectors' scores for the same seeds")
+    generators = list(generators)
+    first = scores_a[seeds[0]]
+    n_real = int((first[generators[0]][1] == 0).sum())
+    n_fake = {g: int((first[g][1] == 1).sum()) for g in generators}
+
+    def hits(scores, s, g):
+        p, y = scores[s][g]
+        if len(y) != n_real + n_fake[g] or (y[:n_real] != 0).any():
+            raise ValueError("scores must list the real images first, the same ones for every generator and seed")
+        return (p > threshold) == (y == 1)
+
+    ha = {(s, g): hits(scores_a, s, g) for s in seeds for g in generators}
+    hb = {(s, g): hits(scores_b, s, g) for s in seeds for g in generators}
+
+    def diff(i_real, i_fake):
+        out = []
+        for s in seeds:
+            for g in generators:
+                a, b = ha[(s, g)], hb[(s, g)]
+                fa, fb = a[n_real:][i_fake[g]], b[n_real:][i_fake[g]]
+                n = len(i_real) + len(i_fake[g])
+                out.append((a[:n_real][i_real].sum() + fa.sum() - b[:n_real][i_real].sum() - fb.sum()) / n)
+        return float(np.mean(out))
+
+    value = diff(np.arange(n_real), {g: np.arange(n) for g, n in n_fake.items()})
+    rng = np.random.default_rng(seed)
+    boot = np.array([diff(rng.integers(n_real, size=n_real), {g: rng.integers(n, size=n) for g, n in n_fake.items()})
+                     for _ in range(n_boot)]) if n_boot else np.array([])
+    lo, hi = (np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if len(boot) else (np.nan, np.nan))
+    return Estimate(value=value, lo=float(lo), hi=float(hi), n=len(seeds) * len(generators), level=level,
+                    metric="accuracy difference (A - B)", method="paired percentile bootstrap over the test images", details={
+                        "resampling": "test images (real once, each generator's), paired across detectors and seeds",
+                        "n_boot": n_boot, "seeds": seeds, "generators": generators})
 
 
-def save_path(cache_dir, name: str) -> Path:
-    from ..methods.cache import cache_folder
-    return cache_folder(cache_dir) / name
-
-
-__all__ = ["evaluate", "fit_many", "fitted_detector", "mean_over", "paired_difference", "scores_by_generator", "split_digest"]
+__all__ = ["evaluate", "fit_many", "fitted_detector", "mean_over", "paired_accuracy_difference",
+           "scores_by_generator", "split_digest"]

@@ -33,14 +33,21 @@ chapter's lambda ablation runs the replication's 0.2. :meth:`NSNetConfig.sd14` h
 temperature 0.07; the DGS-Net candidates rank 6, alpha 6, dropout 0.8 on q / k / v, Adam 1e-4, batch 32) [3p,
 group].
 
+Deviations from the group's code, besides the toy values: the images are normalised with the CLIP backbone's own
+statistics (DGS-Net uses ImageNet's, spec 3.4); an image's mosaic order is fixed (seeded by its bytes) rather than
+reshuffled at every epoch, so that a score never depends on when it is computed; UnivFD's input is resized to the
+tower's size rather than centre-cropped.
+
 Test-time batches: in ``"batch"`` mode an image's score depends on the other images of its projection batch (the
 paper's form); ``predict_proba`` cuts the input into consecutive batches of ``batch_size`` in the given order (a
 last batch of one joins the previous one), so the same input in the same order gives the same scores.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -112,6 +119,8 @@ class Backbone:
     std: tuple[float, float, float]
     source: str = ""
     resize_to: int | None = None     # sd14: images are resized (short side) and centre-cropped to this first
+    _lock: object = field(default_factory=threading.Lock, repr=False, compare=False)
+    _identity: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def toy(cls, root=None) -> Backbone:
@@ -124,10 +133,13 @@ class Backbone:
 
     @classmethod
     def from_folder(cls, folder, captioner: Callable[[np.ndarray], list[str]], resize_to: int | None = 256,
-                    local_files_only: bool = True) -> Backbone:
-        """A ``CLIPModel`` + ``CLIPTokenizer`` folder (or hub id, downloaded only with ``local_files_only=False``)."""
+                    local_files_only: bool = True, device=None) -> Backbone:
+        """A ``CLIPModel`` + ``CLIPTokenizer`` folder (or hub id, downloaded only with ``local_files_only=False``),
+        on ``device`` (default: CUDA when there is one). The image normalisation is CLIP's, the backbone's own
+        (DGS-Net's code normalises with ImageNet's statistics, spec 3.4: a deviation, for a CLIP backbone)."""
         from transformers import CLIPModel, CLIPTokenizer
-        clip = CLIPModel.from_pretrained(folder, local_files_only=local_files_only).eval()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        clip = CLIPModel.from_pretrained(folder, local_files_only=local_files_only).eval().to(device)
         tok = CLIPTokenizer.from_pretrained(folder, local_files_only=local_files_only)
         from ..toyworld.models import IMAGE_MEAN, IMAGE_STD
         return cls(clip, tok, captioner, clip.config.vision_config.image_size, IMAGE_MEAN, IMAGE_STD,
@@ -136,6 +148,23 @@ class Backbone:
     @property
     def dim(self) -> int:
         return int(self.clip.config.projection_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.parameters()).device
+
+    @property
+    def identity(self) -> str:
+        """What a fitted detector depends on besides its own weights: the CLIP weights (a hash of the state dict),
+        the input size, normalisation and resizing, and the captioner (its qualified name); a cache key part."""
+        if self._identity is None:
+            from .._hashing import state_dict_sha256
+            cap = self.captioner
+            name = f"{getattr(cap, '__module__', '')}.{getattr(cap, '__qualname__', type(cap).__qualname__)}"
+            text = json.dumps([state_dict_sha256(self.clip), self.image_size, list(self.mean), list(self.std),
+                               self.resize_to, name])
+            self._identity = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._identity
 
     def fresh_vision(self) -> nn.Module:
         """An own copy of the vision tower + projection (LoRA is injected into it, never into the shared one)."""
@@ -167,7 +196,7 @@ class Backbone:
                               align_corners=False)
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return ((x - mean) / std).to(self.device)
 
     @torch.no_grad()
     def text_features(self, captions: Sequence[str], chunk: int = 256) -> torch.Tensor:
@@ -177,8 +206,9 @@ class Backbone:
             raise ValueError("need a non-empty list of caption strings")
         out = []
         for i in range(0, len(captions), chunk):
-            ids = self.tokenizer(captions[i:i + chunk], padding="max_length", truncation=True,
-                                 max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
+            with self._lock:      # a fast tokenizer is not safe to share between threads (aigi_eval.fit_many)
+                ids = self.tokenizer(captions[i:i + chunk], padding="max_length", truncation=True,
+                                     max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
             pooled = self.clip.text_model(input_ids=ids.to(self.clip.device)).pooler_output
             out.append(self.clip.text_projection(pooled).float().cpu())
         return torch.cat(out)
@@ -188,7 +218,7 @@ class Backbone:
         """``(N, d)`` frozen projected CLIP image features (UnivFD's input), images resized to the tower's size."""
         images = self.prepare(images)
         vision = _Vision(self.clip.vision_model, self.clip.visual_projection)
-        return torch.cat([vision(self.pixels(images[i:i + chunk])).float()
+        return torch.cat([vision(self.pixels(images[i:i + chunk])).float().cpu()
                           for i in range(0, len(images), chunk)])
 
 
@@ -294,7 +324,7 @@ def _lora(vision: nn.Module, config: NSNetConfig, gen: torch.Generator | None = 
 
 
 def _lora_state(vision: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in vision.state_dict().items() if "lora_" in k}
+    return {k: v.detach().cpu().clone() for k, v in vision.state_dict().items() if "lora_" in k}
 
 
 class NSNet(_Detector):
@@ -305,8 +335,8 @@ class NSNet(_Detector):
         self.backbone = backbone
         self.config = config or NSNetConfig()
         gen = torch.Generator().manual_seed(self.config.seed)
-        self.vision = _lora(backbone.fresh_vision(), self.config, gen)
-        self.head = _init_linear(nn.Linear(backbone.dim, 1), gen)
+        self.vision = _lora(backbone.fresh_vision().cpu(), self.config, gen).to(backbone.device)
+        self.head = _init_linear(nn.Linear(backbone.dim, 1), gen).to(backbone.device)
         self.global_projector: torch.Tensor | None = None
         self.fitted = False
 
@@ -329,6 +359,14 @@ class NSNet(_Detector):
             raise ValueError(f"need one caption per image ({len(images)}), got {len(captions)}")
         return captions
 
+    def _caption_features(self, images: np.ndarray, captions) -> torch.Tensor:
+        """The captions' CLIP text features; without a projection (CLIP + LoRA) no caption is needed: zeros."""
+        if self.config.projection is None:
+            if captions is not None:
+                self._captions(images, captions)        # still checks the count
+            return torch.zeros(len(images), self.backbone.dim)
+        return self.backbone.text_features(self._captions(images, captions))
+
     def _features(self, pixels: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         u = self.vision(pixels).float()
         mode = self.config.projection
@@ -337,8 +375,8 @@ class NSNet(_Detector):
         if mode == "global_svd":
             if self.global_projector is None:
                 raise RuntimeError("global_svd needs the training captions' projector: fit first")
-            return u @ self.global_projector
-        return project(u, v, mode, eps=self.config.eps)
+            return u @ self.global_projector.to(u.device)
+        return project(u, v.to(u.device), mode, eps=self.config.eps)
 
     def fit(self, images, labels, captions=None, progress: bool = False) -> NSNet:
         import time
@@ -348,9 +386,13 @@ class NSNet(_Detector):
         cfg = self.config
         if cfg.projection == "batch" and len(images) < 2:
             raise ValueError("batch mode needs at least 2 images")
-        v_all = self.backbone.text_features(self._captions(images, captions))
+        v_all = self._caption_features(images, captions)
         if cfg.projection == "global_svd":
             self.global_projector = global_svd_projector(v_all, tol=cfg.svd_tol)
+            if float(torch.trace(self.global_projector)) < 0.5:
+                raise ValueError(f"global_svd: the {len(v_all)} training captions' features span all {v_all.shape[1]} "
+                                 "dimensions, so their null space is empty (spec ns-net.md 3.2); use projection="
+                                 "'batch' or 'per_image', or raise svd_tol")
         mosaics = self._mosaics(images)
         params = [p for p in self.vision.parameters() if p.requires_grad] + list(self.head.parameters())
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -358,7 +400,8 @@ class NSNet(_Detector):
         steps = cfg.epochs * max(1, n // b)
         bar = tqdm(total=steps, desc=self.name, disable=not progress, mininterval=2)
         dropout = cfg.lora_dropout > 0      # peft's dropout draws from torch's global generator: seeded, forked
-        with torch.random.fork_rng(devices=[], enabled=dropout):
+        devices = [self.backbone.device] if self.backbone.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=dropout):
             if dropout:
                 torch.manual_seed(cfg.seed + 1)
             gen = torch.Generator().manual_seed(cfg.seed)
@@ -373,7 +416,7 @@ class NSNet(_Detector):
                         batch = np.where(flip[:, None, None, None], batch[:, :, ::-1], batch)
                     f = self._features(self.backbone.pixels(batch), v_all[idx])
                     logits = self.head(f).squeeze(1)
-                    loss = ns_net_loss(f, logits, y[idx], lam=cfg.lam, temperature=cfg.temperature)
+                    loss = ns_net_loss(f, logits, y[idx].to(f.device), lam=cfg.lam, temperature=cfg.temperature)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"{self.name}: the loss is {loss.item()}")
                     opt.zero_grad(set_to_none=True)
@@ -401,7 +444,7 @@ class NSNet(_Detector):
         if self.config.projection == "batch" and len(images) == 1:
             raise ValueError("batch mode projects out the captions of a batch; one image is not a batch: score "
                              "it with others, or use projection='per_image'")
-        v = self.backbone.text_features(self._captions(images, captions))
+        v = self._caption_features(images, captions)
         mosaics = self._mosaics(images)
         self.vision.eval()
         return torch.cat([self._features(self.backbone.pixels(mosaics[sl]), v[sl]) for sl in self._chunks(len(images))])
@@ -409,19 +452,20 @@ class NSNet(_Detector):
     def predict_proba(self, images, captions=None) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return torch.sigmoid(self.head(self.features(images, captions)).squeeze(1)).numpy()
+            return torch.sigmoid(self.head(self.features(images, captions)).squeeze(1)).float().cpu().numpy()
 
     # persistence
     def state(self) -> dict[str, torch.Tensor]:
         tensors = {f"lora.{k}": v for k, v in _lora_state(self.vision).items()}
-        tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        tensors.update({f"head.{k}": v.cpu() for k, v in self.head.state_dict().items()})
         if self.global_projector is not None:
             tensors["global_projector"] = self.global_projector
         return tensors
 
     def save(self, path) -> Path:
         self._check_fitted()
-        return _save(path, self.kind, self.state(), {"config": self.config.to_json(), "backbone": self.backbone.source})
+        return _save(path, self.kind, self.state(), {"config": self.config.to_json(), "backbone": self.backbone.identity,
+                                                     "backbone_source": self.backbone.source})
 
     @classmethod
     def load(cls, path, backbone: Backbone) -> NSNet:
@@ -494,7 +538,8 @@ class UnivFD(_Detector):
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
         tensors.update(mean=self.mean, std=self.std)
         return _save(path, self.kind, tensors, {"config": json.dumps(asdict(self.config)),
-                                                "backbone": self.backbone.source})
+                                                "backbone": self.backbone.identity,
+                                                "backbone_source": self.backbone.source})
 
     @classmethod
     def load(cls, path, backbone: Backbone) -> UnivFD:
@@ -614,8 +659,10 @@ def _load(path, kind: str, backbone: Backbone | None):
     tensors, meta = read_safetensors(path, "detector", FORMAT)
     if meta.get("kind") != kind:
         raise ValueError(f"{path} holds a {meta.get('kind')!r} detector, not {kind!r}")
-    if backbone is not None and meta.get("backbone") and meta["backbone"] != backbone.source:
-        raise ValueError(f"{path} was trained on backbone {meta['backbone']!r}, not {backbone.source!r}")
+    if backbone is not None and meta.get("backbone") and meta["backbone"] != backbone.identity:
+        raise ValueError(f"{path} was trained on another backbone ({meta.get('backbone_source')!r}, identity "
+                         f"{meta['backbone']}) than {backbone.source!r} ({backbone.identity}): other CLIP weights, "
+                         "preprocessing or captioner")
     return tensors, meta
 
 

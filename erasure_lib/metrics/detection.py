@@ -63,8 +63,9 @@ def _scores(scores) -> np.ndarray:
 
 def _both_classes(y: np.ndarray) -> None:
     if y.all() or not y.any():
-        which = "triggered" if y.any() else "clean"
-        raise ValueError(f"AUROC needs clean and triggered prompts, but every label is {which} ({len(y)} prompts)")
+        which = "1" if y.any() else "0"
+        raise ValueError(f"AUROC / AP need both classes (clean and triggered prompts, or real and generated "
+                         f"images), but every label is {which} ({len(y)} items)")
 
 
 def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
