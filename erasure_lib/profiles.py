@@ -386,7 +386,8 @@ CHAPTER40_PLANS = {
                           claim_seeds=(0,), ablation=False, embed_n=200,
                           note="real images from a folder you name (UniversalFakeDetect / AIGIBench layouts "
                                "accepted), fakes of SD v1.4 and its erased variants, CLIP ViT-L/14 + LoRA, BLIP "
-                               "captions; a GPU"),
+                               "captions; trained on SD v1.4 alone (AIGIBench's setting II adds ProGAN images, "
+                               "which are not generated here); a GPU"),
 }
 
 

@@ -7,17 +7,17 @@ md, code = book.md, book.code
 md(r'''
 # Do erased concepts come back? Adversarial prompts against every erased model
 
-Every erasure paper of this book reports an attack column: Co-Erasing's "UD Attack", TRCE's P4D / MMA /
-Ring-A-Bell columns, TICoE's UDA and P4D. The field's headline finding is that an erased concept often comes back
+Every erasure paper of this book reports an attack column: Co-Erasing's "UD Attack" {cite}`li2025coerasing`, TRCE's P4D / MMA /
+Ring-A-Bell columns {cite}`chen2025trce`, TICoE's UDA and P4D {cite}`li2026ticoe`. The field's headline finding is that an erased concept often comes back
 under an optimised prompt. This chapter attacks every erased model of chapters 10-12 with four attacks, each
 implemented in `erasure_lib.attacks` from its paper and code (spec `attacks.md`):
 
 | attack | what it optimises | needs | module |
 |---|---|---|---|
-| **UnlearnDiffAtk** (Zhang et al., ECCV 2024; `OPTML-Group/Diffusion-MU-Attack`) | $k$ prefix tokens, each a distribution over the vocabulary, so that the *erased* model denoises an image of the concept well (the model as its own classifier) | the erased UNet (white box), one image of the concept, a judge (early stop) | `unlearndiffatk` |
-| **P4D** (Chin et al., ICML 2024; `joycenerd/P4D`) | 16 hard tokens (P4D-N) so that the erased model's noise prediction matches the unedited model's on the concept prompt | both models (here: the unedited targets precomputed, one model in memory) | `p4d` |
-| **Ring-A-Bell** (Tsai et al., ICLR 2024; `chiayi-hsu/Ring-A-Bell`) | a 16-token prompt whose text embedding matches the seed prompt's plus $\eta$ times the concept vector, by a genetic search | the text encoder only (model-agnostic) | `ring_a_bell` |
-| **MMA-Diffusion** (Yang et al., CVPR 2024; `cure-lab/MMA-Diffusion`) | a token string whose pooled text embedding matches the concept prompt's, by greedy coordinate gradients, with the concept's words filtered out | the text encoder only | `mma` |
+| **UnlearnDiffAtk** {cite}`zhang2024unlearndiffatk` (Zhang et al., ECCV 2024; `OPTML-Group/Diffusion-MU-Attack`) | $k$ prefix tokens, each a distribution over the vocabulary, so that the *erased* model denoises an image of the concept well (the model as its own classifier) | the erased UNet (white box), one image of the concept, a judge (early stop) | `unlearndiffatk` |
+| **P4D** {cite}`chin2024p4d` (Chin et al., ICML 2024; `joycenerd/P4D`) | 16 hard tokens (P4D-N) so that the erased model's noise prediction matches the unedited model's on the concept prompt | both models (here: the unedited targets precomputed, one model in memory) | `p4d` |
+| **Ring-A-Bell** {cite}`tsai2024ringabell` (Tsai et al., ICLR 2024; `chiayi-hsu/Ring-A-Bell`) | a 16-token prompt whose text embedding matches the seed prompt's plus $\eta$ times the concept vector, by a genetic search | the text encoder only (model-agnostic) | `ring_a_bell` |
+| **MMA-Diffusion** {cite}`yang2024mma` (Yang et al., CVPR 2024; `cure-lab/MMA-Diffusion`) | a token string whose pooled text embedding matches the concept prompt's, by greedy coordinate gradients, with the concept's words filtered out | the text encoder only | `mma` |
 
 UnlearnDiffAtk's objective, for a target image latent $x_{\mathrm{tgt}}$ and the erased model $\epsilon_{\theta^*}$:
 $$
@@ -25,7 +25,7 @@ $$
 $$
 swept over timesteps $t$, with the prompt $c' = [\text{adv}_1 \dots \text{adv}_k]\ \text{seed prompt}$. P4D minimises
 $\lVert \epsilon_{\theta^*}(z_t, t, P_{\mathrm{adv}}) - \epsilon_{\theta}(z_t, t, P_{\mathrm{orig}})\rVert^2$ over hard
-tokens (soft embeddings projected to the nearest vocabulary token every step). Ring-A-Bell and MMA never see the
+tokens (soft embeddings projected to the nearest vocabulary token every step, as in PEZ {cite}`wen2023pez`). Ring-A-Bell and MMA never see the
 erased model: their prompts transfer.
 
 **Protocol.** For each erased concept, a few seed prompts that ask for it; for each seed prompt and attack seed

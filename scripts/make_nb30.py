@@ -8,13 +8,13 @@ md(r'''
 # SET: does scaling attention expose a backdoor trigger?
 
 **Paper.** Z. Li, J. Li, Y. Sha, Z. Li, L. Xiong, Z. Fu, *Scaling Exposes the Trigger: Input-Level Backdoor Detection
-in Text-to-Image Diffusion Models via Cross-Attention Scaling*, arXiv 2604.12446 (2026). Only the abstract could be
+in Text-to-Image Diffusion Models via Cross-Attention Scaling*, arXiv 2604.12446 (2026) {cite}`li2026set`. Only the abstract could be
 verified from public sources; the algorithm here is the official code's, read statically (spec `set.md`; the code's
-repository name could not be verified). Baselines: T2IShield's FTT and CDA (Wang et al., ECCV 2024,
-[`Robin-WZQ/T2IShield`](https://github.com/Robin-WZQ/T2IShield)) and UFID (Guan et al., arXiv 2404.01101).
+repository name could not be verified). Baselines: T2IShield's FTT and CDA (Wang et al., ECCV 2024 {cite}`wang2024t2ishield`,
+[`Robin-WZQ/T2IShield`](https://github.com/Robin-WZQ/T2IShield)) and UFID (Guan et al., arXiv 2404.01101) {cite}`guan2024ufid`.
 
-A backdoored text-to-image model behaves normally until a prompt carries the attacker's *trigger* (a homoglyph, a
-rare word, a phrase, or only a sentence structure); then it draws the attacker's *target*. SET screens prompts
+A backdoored text-to-image model behaves normally until a prompt carries the attacker's *trigger* (a homoglyph {cite}`struppek2023rickrolling`, a
+rare word {cite}`chou2023villandiffusion`, a phrase {cite}`wang2024eviledit`, or only a sentence structure {cite}`zhang2025twt`); then it draws the attacker's *target*. SET screens prompts
 before they are served: it runs a few denoising steps with the attention made sharper or flatter, measures how much
 the attention output moves, and flags prompts whose response lies outside the region learnt from clean prompts. Its
 claim: this beats detectors that read attention maps, most of all on *implicit* triggers that add no rare word.
@@ -23,7 +23,7 @@ claim: this beats detectors that read attention maps, most of all on *implicit* 
 This chapter runs on the toy world (profile `toy`): the backdoors are planted in the toy zoo by this project's code
 and the numbers are the toy model's, measured here; the paper's numbers are quoted for orientation only. With
 `profile = "sd14"` the same notebook plants Rickrolling and EvilEdit in Stable Diffusion v1.4 (no public backdoored
-checkpoints exist) and runs SET with the code's values (`SETConfig.sd14()`: PNDM, 50 steps, CFG 7.5, the five 16x16
+checkpoints exist) and runs SET with the code's values (`SETConfig.sd14()`: PNDM {cite}`liu2022pndm`, 50 steps, CFG 7.5, the five 16x16
 cross-attention layers) on a GPU (`erasure_lib.profiles.CHAPTER30_PLANS`).
 ```
 
@@ -31,7 +31,7 @@ cross-attention layers) on a GPU (`erasure_lib.profiles.CHAPTER30_PLANS`).
 
 **Probe** (`erasure_lib.detect.set.features`). Scaled attention is
 $\mathrm{softmax}(\lambda\, QK^\top/\sqrt{d})\,V$. From each prompt's initial latent $z_T$, SET runs the first
-$T = 5$ classifier-free-guided steps once at $\lambda = 1$ and once for each $\lambda \in \{0.2, 0.3, 7, 10, 20\}$,
+$T = 5$ classifier-free-guided {cite}`ho2022cfg` steps once at $\lambda = 1$ and once for each $\lambda \in \{0.2, 0.3, 7, 10, 20\}$,
 each run evolving under its own perturbation. At step $k$ and read layer $l$ it stores the attention output before the
 output projection, $PV_\lambda[k, l] = A V$ (conditional branch), and the feature is the response offset
 
@@ -45,8 +45,8 @@ scales every self-attention layer during the probe runs and lets the PNDM sample
 one run into the next; both are flags here (`scale_self_attention`, `reset_scheduler_between_runs`), at the code's
 setting by default, and the ablation below switches them.
 
-**One-class model.** The offsets are z-scored; a DeepSets encoder reads the $L$ layers as tokens (a shared MLP, mean
-and standard deviation over layers, a second MLP to 16 dimensions) and a soft-boundary Deep-SVDD learns a centre $c$
+**One-class model.** The offsets are z-scored; a DeepSets {cite}`zaheer2017deepsets` encoder reads the $L$ layers as tokens (a shared MLP, mean
+and standard deviation over layers, a second MLP to 16 dimensions) and a soft-boundary Deep-SVDD {cite}`ruff2018deepsvdd` learns a centre $c$
 and radius $R$ from clean prompts only,
 
 $$

@@ -8,14 +8,15 @@ md(r'''
 # NS-Net: does removing the caption's meaning make a fake-image detector generalise?
 
 **Paper.** J. Yan, F. Wang, W. Jiang, Z. Li, Z. Fu, *Decoupling CLIP Semantic Information through NULL-Space for
-Generalizable AI-Generated Image Detection* (NS-Net), arXiv 2508.01248. No official code exists (spec `ns-net.md`,
+Generalizable AI-Generated Image Detection* (NS-Net), arXiv 2508.01248 {cite}`yan2025nsnet`. No official code exists (spec `ns-net.md`,
 section 4): the architecture is the paper's figure as a third-party replication reproduces it, the patch selection is
 the same group's DGS-Net code ([`HorizonTEL/DGS-Net`](https://github.com/HorizonTEL/DGS-Net)), and where the paper is
-silent the choice is marked as inferred. Baselines: UnivFD (Ojha et al., CVPR 2023,
+silent the choice is marked as inferred. Baselines: UnivFD (Ojha et al., CVPR 2023 {cite}`ojha2023univfd`,
 [`WisconsinAIVision/UniversalFakeDetect`](https://github.com/WisconsinAIVision/UniversalFakeDetect)), a CNN trained from
-scratch (the analog of Wang et al.'s CNNSpot, CVPR 2020), and NS-Net without its projection.
+scratch (the analog of Wang et al.'s CNNSpot, CVPR 2020 {cite}`wang2020cnnspot`), and NS-Net without its projection.
 
-A detector of generated images is trained on the images of one or two generators and must still recognise the
+A detector of generated images is trained on the images of one or two generators (ProGAN {cite}`karras2018progan` images, or ProGAN and SD
+v1.4 images: AIGIBench's two training settings {cite}`aigibench`) and must still recognise the
 images of generators it never saw. NS-Net's diagnosis: a CLIP feature is dominated by *what* the image shows, and a
 detector trained on few generators learns their content as much as their traces. Its cure: caption every image,
 encode the caption with CLIP's text tower, and project the image feature onto the **null space** of the caption
@@ -26,7 +27,7 @@ features, so that what remains is what the caption does not explain. Its claim: 
 This chapter runs on the toy world (profile `toy`). The "real photographs" are fresh renders of the toy world, and
 the fakes come from eight generators of three families that this project trained or configured. The numbers are the
 toy's, measured here. The paper's numbers are quoted for orientation only. With `profile = "sd14"` the same notebook
-uses CLIP ViT-L/14 with LoRA and BLIP captions. The real images come from a folder you name (the UniversalFakeDetect
+uses CLIP ViT-L/14 {cite}`radford2021clip` with LoRA {cite}`hu2022lora` and BLIP {cite}`li2022blip` captions. The real images come from a folder you name (the UniversalFakeDetect
 and AIGIBench test layouts are accepted), and the fakes come from SD v1.4 and its erased variants, on a GPU
 (`erasure_lib.profiles.CHAPTER40_PLANS`).
 ```
@@ -45,7 +46,7 @@ the orthogonal projector onto the complement of the captions' span. Two variants
 space of all training captions' features, the figure's literal reading).
 
 **Loss** (spec 3.3). $\mathcal{L} = (1 - \lambda)\,\mathcal{L}_\text{SupCon}(f) + \lambda\,\mathcal{L}_\text{BCE}(\mathrm{fc}(f))$,
-a supervised contrastive loss over the real / generated labels on the normalised $f$, and a linear head.
+a supervised contrastive loss {cite}`khosla2020supcon` over the real / generated labels on the normalised $f$, and a linear head.
 
 **Patch selection** (spec 3.4). The image is cut into patches, and each patch's spectral entropy
 $H = -\sum p \log_2 p$ of its normalised power spectrum is computed. The 24 lowest- and 25 highest-entropy patches are
