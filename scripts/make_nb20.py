@@ -40,6 +40,8 @@ budgets are the toy's (each config's `*toy*` fields); the paper's numbers are qu
 v1.4's erased models and runs UnlearnDiffAtk with the code's budget (`UnlearnDiffAtkConfig.sd14()`) on a GPU
 (`erasure_lib.profiles.CHAPTER20_PLANS`).
 ```
+
+**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`../book/sd14`.
 ''')
 
 book.colab()

@@ -62,6 +62,8 @@ is trained per attacked model, through that model.
 linear discriminant on the log-covariance of the maps, trained on clean **and triggered** prompts (a privilege the
 others lack). *UFID* (output consistency): a triggered prompt gives the same target whatever is added to it, so the
 images of perturbed variants of the prompt are unusually alike.
+
+**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`../book/sd14`.
 ''')
 
 book.colab()

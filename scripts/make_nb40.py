@@ -58,6 +58,8 @@ from the spec's where the toy CLIP forced it, and this is stated in `erasure_lib
 CLIP learnt the toy world's semantics only, never a generator's traces. On the toy, LoRA therefore also adapts the
 patch embedding and the MLPs, and the loss weighs its two terms equally. The ablations below run the replication's
 $\lambda = 0.2$ and temperature 0.07 for comparison.
+
+**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`../book/sd14`.
 ''')
 
 book.colab()
