@@ -6,7 +6,7 @@ Text Encoders for Text-to-Image Synthesis", ICCV 2023 (arXiv 2211.02408). Code: 
 (``configs/default_TPA.yaml``: AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0, MultiStepLR at step 75 of 100
 with gamma 0.1, 32 poisoned samples per step, triggers such as the Cyrillic "о" replacing a Latin "o").
 
-TwT. Paper: Z. Zhang, Z. Wang, S. Shan, J. Chen (?), "Trigger without Trace: Towards Stealthy Backdoor Attack on
+TwT. Paper: J. Zhang, Z. Wang, S. Shan, X. Chen, "Trigger without Trace: Towards Stealthy Backdoor Attack on
 Text-to-Image Diffusion Models", arXiv 2503.17724; code ``Robin-WZQ/TwT`` (formerly IBA), SET's ``twt`` config
 (specs/set.md section 6). Its trigger is a syntactic structure of the prompt, no rare word; its KMMD term that
 aligns the triggered prompts' attention maps with benign ones is *not* implemented here (stated in the chapter):

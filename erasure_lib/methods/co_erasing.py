@@ -1,7 +1,7 @@
 """Co-Erasing: text-image collaborative concept erasure.
 
-Paper: F. Li et al., "Co-Erasing: Collaborative Erasure of Unwanted Concepts from Text-to-Image Diffusion
-Models via Text and Image" (ICML 2025, arXiv 2505.11131). Code: ``Ferry-Li/Co-Erasing`` (read at ``f9b06b0``;
+Paper: F. Li, Q. Xu, S. Bao, Z. Yang, X. Cao, Q. Huang, "One Image is Worth a Thousand Words: A Usability
+Preservable Text-Image Collaborative Erasing Framework" (Co-Erasing; ICML 2025, arXiv 2505.11131). Code: ``Ferry-Li/Co-Erasing`` (read at ``f9b06b0``;
 nothing copied). Spec: ``specs/co-erasing.md``. The IP-Adapter is Ye et al., arXiv 2308.06721
 (``tencent-ailab/IP-Adapter``); here it is whatever ``pipe.load_ip_adapter`` loaded (the toy zoo's, or
 ``h94/IP-Adapter`` ``ip-adapter_sd15`` on SD v1.4: :func:`erasure_lib.loading.load_ip_adapter`).
