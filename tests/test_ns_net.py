@@ -271,3 +271,12 @@ def test_caption_lookup_knows_its_images_and_asks_the_fallback(gan_data):
         lookup(other)
     asked = bench.CaptionLookup([train], fallback=lambda ims: ["fallback"] * len(ims))
     assert asked(np.concatenate([train.images[:1], other[:1]])) == [train.captions[0], "fallback"]
+
+
+def test_make_detector_knows_its_profiles(backbone):
+    assert ns_net.make_detector("NS-Net", backbone, profile="sd14").config == ns_net.NSNetConfig.sd14()
+    assert ns_net.make_detector("CLIP+LoRA", backbone, seed=2).config.projection is None
+    with pytest.raises(ValueError, match="unknown profile"):
+        ns_net.make_detector("NS-Net", backbone, profile="sdxl")
+    with pytest.raises(ValueError, match="unknown detector"):
+        ns_net.make_detector("DIRE", backbone)

@@ -667,13 +667,16 @@ def _load(path, kind: str, backbone: Backbone | None):
 
 
 DETECTORS = ("NS-Net", "CLIP+LoRA", "UnivFD", "CNN")
+NSNET_CONFIGS = {"toy": NSNetConfig, "sd14": NSNetConfig.sd14}   # each profile's NS-Net settings
 
 
 def make_detector(name: str, backbone: Backbone, seed: int = 0, profile: str = "toy", **overrides) -> _Detector:
     """A fresh detector by name (:data:`DETECTORS`) with ``profile``'s settings (NS-Net / CLIP+LoRA: ``overrides``
     go to :class:`NSNetConfig`)."""
+    if profile not in NSNET_CONFIGS:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(NSNET_CONFIGS)}")
     if name in ("NS-Net", "CLIP+LoRA"):
-        base = NSNetConfig.sd14 if profile == "sd14" else NSNetConfig
+        base = NSNET_CONFIGS[profile]
         cfg = base(seed=seed, **({"projection": None} if name == "CLIP+LoRA" else {}), **overrides)
         return NSNet(backbone, cfg)
     if name == "UnivFD":
@@ -683,5 +686,5 @@ def make_detector(name: str, backbone: Backbone, seed: int = 0, profile: str = "
     raise ValueError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
 
 
-__all__ = ["Backbone", "CNNConfig", "DETECTORS", "NSNet", "NSNetConfig", "ProbeConfig", "SmallCNN", "UnivFD",
-           "check_images", "make_detector"]
+__all__ = ["Backbone", "CNNConfig", "DETECTORS", "NSNET_CONFIGS", "NSNet", "NSNetConfig", "ProbeConfig", "SmallCNN",
+           "UnivFD", "check_images", "make_detector"]
