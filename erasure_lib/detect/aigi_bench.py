@@ -179,17 +179,24 @@ def _tinysd_images(pipe, spec: GeneratorSpec, scenes: SceneSet, progress: bool) 
         work.scheduler = original
 
 
+def _vae_roundtrip(pipe, x, batch: int) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)``: images ``x`` (float ``(N, 3, H, W)`` in [-1, 1]) encoded by the pipeline's VAE (the
+    latent mean) and decoded, ``batch`` images at a time."""
+    import torch
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            z = pipe.vae.encode(x[i:i + batch].to(pipe.device, pipe.vae.dtype)).latent_dist.mean
+            out.append(((pipe.vae.decode(z).sample.float().cpu() + 1) / 2).permute(0, 2, 3, 1).numpy())
+    return _u8(np.concatenate(out))
+
+
 def _vae_images(pipe, scenes: SceneSet) -> np.ndarray:
     import torch
 
     from ..toyworld.render import render_batch
     x = torch.from_numpy(render_batch(scenes.scenes, seeds=scenes.seeds + RECON_SEED_OFFSET)).permute(0, 3, 1, 2)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), 256):
-            z = pipe.vae.encode(x[i:i + 256].to(pipe.device, pipe.vae.dtype) * 2 - 1).latent_dist.mean
-            out.append(((pipe.vae.decode(z).sample.float().cpu() + 1) / 2).permute(0, 2, 3, 1).numpy())
-    return _u8(np.concatenate(out))
+    return _vae_roundtrip(pipe, x * 2 - 1, 256)
 
 
 def _gan_images(pipe, scenes: SceneSet) -> np.ndarray:
@@ -209,9 +216,8 @@ def fake_images(pipe, spec: GeneratorSpec, scenes: SceneSet, progress: bool = Fa
 def _cache_path(cache_dir, what: str, meta: dict) -> Path | None:
     if cache_dir is None:
         return None
-    from ..methods.cache import cache_folder
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return cache_folder(cache_dir) / "aigi" / f"{what}-{key}.npz"
+    from ..methods.cache import cache_folder, edit_key
+    return cache_folder(cache_dir) / "aigi" / f"{what}-{edit_key(meta)}.npz"
 
 
 def _model_key(pipe, spec: GeneratorSpec) -> dict:
@@ -450,13 +456,7 @@ def folder_fakes(pipe, spec: GeneratorSpec, captions: list[str], seeds, real: np
     def make():
         if spec.kind == "vae":
             import torch
-            x = torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1
-            out = []
-            with torch.no_grad():
-                for i in range(0, len(x), 8):
-                    z = pipe.vae.encode(x[i:i + 8].to(pipe.device, pipe.vae.dtype)).latent_dist.mean
-                    out.append(((pipe.vae.decode(z).sample.float().cpu() + 1) / 2).permute(0, 2, 3, 1).numpy())
-            return _u8(np.concatenate(out))
+            return _vae_roundtrip(pipe, torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1, 8)
         if spec.kind != "pipeline":
             raise ValueError(f"generator {spec.name!r}: a folder benchmark takes pipeline and vae generators")
         scenes = SceneSet("test", [None] * len(captions), list(captions), np.asarray(seeds))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,11 +41,10 @@ def _prepared(name: str, backbone, train: Split, *, seed: int = 0, profile: str 
     det = make_detector(name, backbone, seed=seed, profile=profile, **overrides)
     if cache_dir is None:
         return det, None, True
-    from ..methods.cache import cache_folder
+    from ..methods.cache import cache_folder, edit_key
     meta = {"v": CACHE_VERSION, "name": name, "kind": det.kind, "config": _config_of(det),
             "backbone": backbone.identity if det.kind != "cnn" else "", "train": split_digest(train)}
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_folder(cache_dir) / "detectors" / f"{det.kind}-{key}.safetensors"
+    path = cache_folder(cache_dir) / "detectors" / f"{det.kind}-{edit_key(meta)}.safetensors"
     if path.exists():
         loaded = _CLASSES[det.kind].load(path, backbone)
         seconds = path.with_suffix(".json")
@@ -139,12 +139,6 @@ def evaluate(det, test: Split, generators, *, n_boot: int = 1000, seed: int = 0,
     return pd.DataFrame(rows)
 
 
-def mean_over(table: pd.DataFrame, generators, by=("detector",)) -> pd.DataFrame:
-    """The mean of each metric over ``generators`` per group (the papers' "mean" column)."""
-    part = table[table.generator.isin(list(generators))]
-    return part.groupby(list(by), sort=False)[list(AIGI_METRICS)].mean().reset_index()
-
-
 def paired_accuracy_difference(scores_a: dict, scores_b: dict, generators, *, n_boot: int = 1000, seed: int = 0,
                                level: float = 0.95, threshold: float = 0.5):
     """Detector A's mean accuracy minus B's over ``generators`` and over the seeds (``scores_a`` / ``scores_b``:
@@ -187,10 +181,10 @@ def paired_accuracy_difference(scores_a: dict, scores_b: dict, generators, *, n_
                      for _ in range(n_boot)]) if n_boot else np.array([])
     lo, hi = (np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if len(boot) else (np.nan, np.nan))
     return Estimate(value=value, lo=float(lo), hi=float(hi), n=len(seeds) * len(generators), level=level,
-                    metric="accuracy difference (A - B)", method="paired percentile bootstrap over the test images", details={
-                        "resampling": "test images (real once, each generator's), paired across detectors and seeds",
-                        "n_boot": n_boot, "seeds": seeds, "generators": generators})
+                    metric="accuracy difference (A - B)", method="paired percentile bootstrap over the test images",
+                    details={"resampling": "test images (real once, each generator's), paired across detectors and "
+                                           "seeds", "n_boot": n_boot, "seeds": seeds, "generators": generators})
 
 
-__all__ = ["evaluate", "fit_many", "fitted_detector", "mean_over", "paired_accuracy_difference",
+__all__ = ["evaluate", "fit_many", "fitted_detector", "paired_accuracy_difference",
            "scores_by_generator", "split_digest"]
