@@ -382,14 +382,12 @@ def read_image_folder(folder) -> dict[str, list[Path]]:
 def load_images(paths, size: int = 256) -> np.ndarray:
     """uint8 ``(N, size, size, 3)``: each image in RGB, its short side resized to ``size`` (bicubic), centre-cropped."""
     from PIL import Image
+
+    from .ns_net import square_crop
     out = []
     for path in paths:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            scale = size / min(im.size)
-            im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), Image.BICUBIC)
-            left, top = (im.width - size) // 2, (im.height - size) // 2
-            out.append(np.asarray(im.crop((left, top, left + size, top + size))))
+            out.append(square_crop(im.convert("RGB"), size))
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 

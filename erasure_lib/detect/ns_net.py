@@ -88,6 +88,16 @@ def check_images(images, size: int | None = None) -> np.ndarray:
     return images
 
 
+def square_crop(image, size: int) -> np.ndarray:
+    """uint8 ``(size, size, 3)`` of a PIL image: its short side resized to ``size`` (bicubic), centre-cropped."""
+    from PIL import Image
+    scale = size / min(image.size)
+    image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                         Image.BICUBIC)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
 def _labels(labels, n: int) -> torch.Tensor:
     y = np.asarray(labels)
     if y.shape != (n,):
@@ -177,15 +187,7 @@ class Backbone:
         if self.resize_to is None or images.shape[1:3] == (self.resize_to, self.resize_to):
             return images
         from PIL import Image
-        out = []
-        for im in images:
-            pil = Image.fromarray(im)
-            scale = self.resize_to / min(pil.size)
-            pil = pil.resize((max(self.resize_to, round(pil.width * scale)),
-                              max(self.resize_to, round(pil.height * scale))), Image.BICUBIC)
-            left, top = (pil.width - self.resize_to) // 2, (pil.height - self.resize_to) // 2
-            out.append(np.asarray(pil.crop((left, top, left + self.resize_to, top + self.resize_to))))
-        return np.stack(out)
+        return np.stack([square_crop(Image.fromarray(im), self.resize_to) for im in images])
 
     def pixels(self, images: np.ndarray) -> torch.Tensor:
         """Normalised ``(N, 3, S, S)`` float tensor of uint8 images already at the vision tower's size ``S``
@@ -687,4 +689,4 @@ def make_detector(name: str, backbone: Backbone, seed: int = 0, profile: str = "
 
 
 __all__ = ["Backbone", "CNNConfig", "DETECTORS", "NSNET_CONFIGS", "NSNet", "NSNetConfig", "ProbeConfig", "SmallCNN",
-           "UnivFD", "check_images", "make_detector"]
+           "UnivFD", "check_images", "make_detector", "square_crop"]

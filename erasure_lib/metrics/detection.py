@@ -148,6 +148,23 @@ def tpr_fpr(flags: Sequence[bool], labels: Sequence[int]) -> tuple[float, float]
 
 # --- with intervals -------------------------------------------------------------------------------------------
 
+def _stratified_estimates(s: np.ndarray, y: np.ndarray, statistics: dict, *, n_boot: int, seed: int, level: float,
+                          details: dict) -> dict[str, Estimate]:
+    """Each of ``statistics`` (name -> ``fn(scores, labels)``) with a stratified percentile-bootstrap interval: the
+    negatives and the positives are resampled separately, each at its own size, and every statistic is computed on
+    the same resamples (one seed), so the intervals of one row agree."""
+    neg, pos = s[~y], s[y]
+
+    def on_resample(fn):
+        def stat(i_neg, i_pos):
+            return fn(np.r_[neg[i_neg], pos[i_pos]], np.r_[np.zeros(len(i_neg), bool), np.ones(len(i_pos), bool)])
+        return stat
+
+    return {name: bootstrap_ci(on_resample(fn), sizes=(len(neg), len(pos)), n_boot=n_boot, seed=seed, level=level,
+                               metric=name, details=details)
+            for name, fn in statistics.items()}
+
+
 def detection_estimates(scores: Sequence[float], labels: Sequence[int], threshold: float, *, n_boot: int = 1000,
                         seed: int = 0, level: float = 0.95) -> dict[str, Estimate]:
     """``{"auroc", "acc", "tpr", "fpr"}`` -> :class:`~erasure_lib.metrics.bootstrap.Estimate` (value on all the
@@ -156,30 +173,17 @@ def detection_estimates(scores: Sequence[float], labels: Sequence[int], threshol
     threshold = float(threshold)
     if np.isnan(threshold):
         raise ValueError("threshold is NaN")
-    # the two strata, each resampled at its own size: index arrays into them -> one resampled data set
-    clean, trig = s[~y], s[y]
-    sizes = (len(clean), len(trig))
-
-    def resampled(i_clean, i_trig):
-        return np.r_[clean[i_clean], trig[i_trig]], np.r_[np.zeros(len(i_clean), bool), np.ones(len(i_trig), bool)]
-
-    def stat(name):
-        def fn(i_clean, i_trig):
-            ss, yy = resampled(i_clean, i_trig)
-            if name == "auroc":
-                return auroc(ss, yy)
-            flagged = ss > threshold
-            if name == "acc":
-                return float((flagged == yy).mean())
-            return float(flagged[yy].mean()) if name == "tpr" else float(flagged[~yy].mean())
-        return fn
-
-    details = {"threshold": threshold, "n_clean": sizes[0], "n_triggered": sizes[1], "flag_rule": "score > threshold",
+    statistics = {
+        "auroc": auroc,
+        "acc": lambda ss, yy: float(((ss > threshold) == yy).mean()),
+        "tpr": lambda ss, yy: float((ss > threshold)[yy].mean()),
+        "fpr": lambda ss, yy: float((ss > threshold)[~yy].mean()),
+    }
+    details = {"threshold": threshold, "n_clean": int((~y).sum()), "n_triggered": int(y.sum()),
+               "flag_rule": "score > threshold",
                "resampling": "stratified: clean and triggered prompts resampled separately"}
-    # one seed for every metric: bootstrap_ci draws the same resamples for each, so a row's intervals agree
-    return {name: bootstrap_ci(stat(name), sizes=sizes, n_boot=n_boot, seed=seed, level=level, metric=name,
-                               details=details)
-            for name in DETECTION_METRICS}
+    return _stratified_estimates(s, y, {m: statistics[m] for m in DETECTION_METRICS}, n_boot=n_boot, seed=seed,
+                                 level=level, details=details)
 
 
 def detection_metrics(scores: Sequence[float], labels: Sequence[int], threshold: float, *, n_boot: int = 1000,
@@ -231,21 +235,12 @@ def aigi_metrics(probs: Sequence[float], labels: Sequence[int], threshold: float
     percentile bootstrap (real and generated images resampled separately, the same resamples for every metric)."""
     s, y = _scores_labels(probs, labels)
     threshold = float(threshold)
-    real, fake = s[~y], s[y]
-
-    def stat(name):
-        def fn(i_real, i_fake):
-            r, f = real[i_real], fake[i_fake]
-            if name == "real_acc":
-                return float((r <= threshold).mean())
-            if name == "fake_acc":
-                return float((f > threshold).mean())
-            if name == "acc":
-                return float(((r <= threshold).sum() + (f > threshold).sum()) / (len(r) + len(f)))
-            return average_precision(np.r_[r, f], np.r_[np.zeros(len(r)), np.ones(len(f))])
-        return fn
-
-    details = {"threshold": threshold, "n_real": len(real), "n_fake": len(fake), "rule": "prob > threshold"}
-    return {name: bootstrap_ci(stat(name), sizes=(len(real), len(fake)), n_boot=n_boot, seed=seed, level=level,
-                               metric=name, details=details)
-            for name in AIGI_METRICS}
+    statistics = {
+        "acc": lambda ss, yy: float(((ss > threshold) == yy).mean()),
+        "ap": average_precision,
+        "real_acc": lambda ss, yy: float((ss[~yy] <= threshold).mean()),
+        "fake_acc": lambda ss, yy: float((ss[yy] > threshold).mean()),
+    }
+    details = {"threshold": threshold, "n_real": int((~y).sum()), "n_fake": int(y.sum()), "rule": "prob > threshold"}
+    return _stratified_estimates(s, y, {m: statistics[m] for m in AIGI_METRICS}, n_boot=n_boot, seed=seed,
+                                 level=level, details=details)
