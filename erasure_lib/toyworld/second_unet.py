@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._io import atomic_path
 from . import models, zoo
 from .captions import recaption, sample_training_pairs
 from .render import render_batch
-from .train import _atomic_torch_save, _noised, train_loop
+from .train import _atomic_torch_save, train_loop, unet_step
 
 PART = "aigi_unet"
 SEED = 11                 # the zoo's UNet used seed 0 and its own 40k scenes
@@ -86,18 +85,7 @@ def train(out: Path, runs: Path, seed: int = SEED, steps: int | None = None) -> 
     unet = build_small_unet(text_encoder.config.hidden_size)
     cfg = dict(CONFIG, steps=steps or CONFIG["steps"])
     alphas = models.build_train_scheduler().alphas_cumprod
-    n = len(data["latents"])
-
-    def step(k, gen):
-        idx = torch.randint(n, (cfg["batch"],), generator=gen)
-        ids = data["ids"][idx, torch.randint(N_CAPTIONS, (len(idx),), generator=gen)]
-        drop = torch.rand(len(idx), generator=gen) < cfg["uncond_p"]
-        ids[drop] = uncond
-        with torch.no_grad():
-            states = text_encoder(ids)[0]
-        zt, t, noise = _noised(data["latents"][idx], alphas, gen)
-        return {"loss": F.mse_loss(unet(zt, t, encoder_hidden_states=states).sample, noise)}
-
+    step = unet_step(unet, text_encoder, data["latents"], data["ids"], uncond, cfg, alphas)
     train_loop(PART, runs, {"unet": unet}, unet.parameters(), cfg, step, seed, ema_module=unet, ckpt_every=200)
     folder = out / PART
     tmp = out / f"{PART}.tmp"

@@ -194,6 +194,26 @@ def _noised(z0, alphas_cumprod, gen):
     return a.sqrt() * z0 + (1 - a).sqrt() * noise, t, noise
 
 
+def unet_step(unet, text_encoder, latents, ids, uncond, cfg: dict, alphas_cumprod):
+    """The step of :func:`train_loop` that trains a text-conditioned UNet (TinySD's, and chapter 40's second one):
+    ``cfg["batch"]`` random scenes of ``latents`` (``(N, 4, 8, 8)``), one of each scene's captions ``ids``
+    (``(N, n_captions, 77)``), ``uncond`` (the empty caption's ids) in place of a caption with probability
+    ``cfg["uncond_p"]``, the frozen text tower's states, epsilon-MSE at a uniform timestep."""
+    n, n_captions = ids.shape[:2]
+
+    def step(k, gen):
+        idx = torch.randint(n, (cfg["batch"],), generator=gen)
+        batch_ids = ids[idx, torch.randint(n_captions, (len(idx),), generator=gen)]
+        drop = torch.rand(len(idx), generator=gen) < cfg["uncond_p"]
+        batch_ids[drop] = uncond
+        with torch.no_grad():
+            states = text_encoder(batch_ids)[0]
+        zt, t, noise = _noised(latents[idx], alphas_cumprod, gen)
+        return {"loss": F.mse_loss(unet(zt, t, encoder_hidden_states=states).sample, noise)}
+
+    return step
+
+
 # --- parts --------------------------------------------------------------------------------------------------
 
 def train_clip(run_dir: Path, out: Path, seed: int, text_width: int = models.TEXT_WIDTH):
@@ -332,17 +352,7 @@ def train_unet(run_dir: Path, out: Path, seed: int):
     cfg = CONFIG["unet"]
     alphas = models.build_train_scheduler().alphas_cumprod
 
-    def step(k, gen):
-        idx = torch.randint(N_TRAIN, (cfg["batch"],), generator=gen)
-        ids = _pick_ids(data, idx, gen)
-        drop = torch.rand(len(idx), generator=gen) < cfg["uncond_p"]
-        ids[drop] = torch.tensor(uncond)
-        with torch.no_grad():
-            states = text_encoder(ids)[0]
-        zt, t, noise = _noised(latents[idx], alphas, gen)
-        pred = unet(zt, t, encoder_hidden_states=states).sample
-        return {"loss": F.mse_loss(pred, noise)}
-
+    step = unet_step(unet, text_encoder, latents, data["ids"], torch.tensor(uncond), cfg, alphas)
     train_loop("unet", run_dir, {"unet": unet}, unet.parameters(), cfg, step, seed, ema_module=unet,
                ckpt_every=200)
     unet.save_pretrained(run_dir / "unet" / "final")
