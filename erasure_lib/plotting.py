@@ -1,9 +1,23 @@
 """Figures shared by every notebook: image grids with row and column labels, censored where they must be; the
-interference heat map (:func:`interference_heatmap`)."""
+interference heat map (:func:`interference_heatmap`).
+
+Every image grid carries a *censoring stamp*: a PNG text chunk (key :data:`STAMP_KEY`) that says which profile drew
+it, whether its images are of a sensitive concept, whether the censor ran and how many cells it blurred. In a
+notebook the stamp is written into the figure's PNG output (the notebook's inline PNG formatter is wrapped on the
+first grid), so it survives into the rendered book, where ``make check-book`` (``scripts/check_book.py``) reads it
+and fails on a sensitive grid of a non-toy profile that was not censored.
+"""
 from __future__ import annotations
+
+import base64
+import json
+import struct
+import zlib
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+STAMP_KEY = "erasure-book"
 
 
 def image_grid(images, nrows: int, ncols: int, row_labels=None, col_labels=None, titles=None,
@@ -48,7 +62,71 @@ def image_grid(images, nrows: int, ncols: int, row_labels=None, col_labels=None,
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    fig._erasure_book_stamp = {"kind": "image_grid", "profile": profile, "sensitive": bool(sensitive),
+                               "censored": bool(censor), "flagged": int(flags.sum()), "cells": int(len(images))}
+    _stamp_notebook_figures()
     return fig
+
+
+# --- the censoring stamp ------------------------------------------------------------------------------------
+
+def stamp_png(png: bytes, stamp: dict) -> bytes:
+    """``png`` with a tEXt chunk ``STAMP_KEY = json(stamp)`` inserted after its header; the pixels are untouched."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG file")
+    body = STAMP_KEY.encode("latin-1") + b"\0" + json.dumps(stamp, sort_keys=True).encode("latin-1")
+    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    ihdr_end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
+
+
+def read_stamp(png: bytes) -> dict | None:
+    """The censoring stamp of a PNG file's bytes (:func:`stamp_png`), ``None`` when it has none."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG file")
+    pos = 8
+    while pos + 8 <= len(png):
+        length, kind = struct.unpack(">I4s", png[pos:pos + 8])
+        if kind == b"tEXt":
+            key, _, text = png[pos + 8:pos + 8 + length].partition(b"\0")
+            if key == STAMP_KEY.encode("latin-1"):
+                return json.loads(text.decode("latin-1"))
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return None
+
+
+def _stamp_notebook_figures() -> None:
+    """In IPython, wrap the PNG formatter of matplotlib figures (once) so that a stamped figure's PNG output carries
+    its stamp; outside IPython, nothing to do."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the notebooks' stack
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        original = formatter.lookup_by_type(Figure)
+    except KeyError:
+        return
+    if getattr(original, "_erasure_book_stamps", False):
+        return
+
+    def stamped(fig, *args, **kwargs):
+        out = original(fig, *args, **kwargs)
+        stamp = getattr(fig, "_erasure_book_stamp", None)
+        if out is None or stamp is None:
+            return out
+        if isinstance(out, str):
+            return base64.b64encode(stamp_png(base64.b64decode(out), stamp)).decode("ascii")
+        return stamp_png(out, stamp)
+
+    stamped._erasure_book_stamps = True
+    formatter.for_type(Figure, stamped)
 
 
 def interference_heatmap(table, title: str | None = None, annotate: bool = True, cell: float = 0.48):

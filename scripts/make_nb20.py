@@ -76,7 +76,6 @@ from tqdm.auto import tqdm
 from erasure_lib import chapters, load_pipeline, runtime
 from erasure_lib.attacks import AttackResult, mma, p4d, ring_a_bell, unlearndiffatk
 from erasure_lib.calibration import attack_calibration
-from erasure_lib.censor import censor
 from erasure_lib.evaluation import judge
 from erasure_lib.methods import edited
 from erasure_lib.metrics.bootstrap import bootstrap_ci
@@ -412,13 +411,13 @@ for r in broken.itertuples():
     with edited(pipe, EDITS[(r.method, name)]):
         pair = generate(pipe, [seed_prompt, r.adversarial_prompt], [1000 * r.seed + r.prompt_index] * 2,
                         steps=steps, guidance=guidance, progress=False)
-    if profile != "toy":
-        pair, _ = censor(pair, profile=profile)
     imgs.append(pair)
     labels.append(f"{r.attack} vs {r.method}")
     print(f"{r.attack} against {r.method}: {seed_prompt!r} -> {r.adversarial_prompt!r}")
 if imgs:
-    image_grid(np.concatenate(imgs), nrows=len(imgs), ncols=2, row_labels=labels, col_labels=["seed", "adversarial"])
+    # censored on sd14 (the grid blurs what the profile's detector flags, and stamps what it did)
+    image_grid(np.concatenate(imgs), nrows=len(imgs), ncols=2, row_labels=labels, col_labels=["seed", "adversarial"],
+               profile=profile, sensitive=True)
     plt.show()
 else:
     print("no attack broke a seed prompt the erased models had kept clean")
@@ -458,8 +457,8 @@ def paired(method, baseline, name, attack):
 CLAIMS = [("Co-Erasing's post-attack ASR is below ESD-u's", "Co-Erasing", ["ESD-u"], "nudity", ["UnlearnDiffAtk"],
            "ESD 76.05% vs Co-Erasing 16.96% (nudity, UD Attack; specs/co-erasing.md)"),
           ("TRCE's ASR on adversarial prompts is below ESD-u's and UCE's", "TRCE", ["ESD-u", "UCE"], "nudity",
-           ["P4D", "MMA", "Ring-A-Bell"], "TRCE P4D 13.25%, MMA 2.4%, Ring-A-Bell 0% vs ESD / UCE tens of % "
-                                          "(released files; specs/trce.md)"),
+           ["P4D", "MMA", "Ring-A-Bell"], "TRCE (T+V) P4D 1.99%, MMA 1.40%, Ring-A-Bell 1.27% vs ESD 82.67 / 58.50 / "
+                                          "50.63%, UCE 43.71 / 30.80 / 13.92% (specs/trce.md Table 1)"),
           ("TICoE's UnlearnDiffAtk and P4D ASR are below ESD-u's and Co-Erasing's", "TICoE", ["ESD-u", "Co-Erasing"],
            "tench", ["UnlearnDiffAtk", "P4D"], "gun: TICoE UDA 0.02 / P4D 0.04 vs ESD 0.20 / 0.47, Co-Erasing "
                                                "0.10 / 0.15 (specs/ticoe.md Table A)")]

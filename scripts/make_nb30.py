@@ -98,7 +98,6 @@ import seaborn as sns
 
 from erasure_lib import chapters, load_pipeline
 from erasure_lib.backdoors import applied, measure
-from erasure_lib.censor import censor
 from erasure_lib.detect import benchmark
 from erasure_lib.detect import set as set_detector
 from erasure_lib.detect.t2ishield import T2IShieldConfig
@@ -269,12 +268,11 @@ for name, bd in BACKDOORS.items():
     with applied(pipe, bd):
         imgs = generate(pipe, shown + bd.poison(shown), [seed] * 8, steps=probe_steps or settings.steps,
                         guidance=settings.guidance, progress=False)
-    if profile != "toy":
-        imgs, _ = censor(imgs, profile=profile)   # the sd14 targets include nudity: blurred before shown
     fig_rows.append(imgs)
     labels += [f"{name}: clean", f"{name}: triggered"]
 grid = np.concatenate([np.concatenate([r[:4], r[4:]]) for r in fig_rows])
-image_grid(grid, nrows=len(labels), ncols=4, row_labels=labels)
+# the sd14 targets include nudity: the grid blurs what the profile's detector flags (and stamps what it did)
+image_grid(grid, nrows=len(labels), ncols=4, row_labels=labels, profile=profile, sensitive=True)
 plt.show()
 ''', tags=SKIP)
 

@@ -17,11 +17,16 @@ def test_pages_workflow_builds_with_make_book_and_deploys_the_html():
     python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))
     assert python["with"]["python-version"] == "3.11"          # the README's machine
     runs = [s["run"] for s in steps if "run" in s]
-    assert runs == ["make book"]                                 # the README's command, nothing else
+    assert runs == ["make book", "make check-book"]              # the README's commands, nothing else
     assert build["env"]["OMP_NUM_THREADS"] == "1" and build["env"]["HF_HUB_OFFLINE"] == "1"
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
     assert upload["with"]["path"] == "_build/html"
     makefile = (ROOT / "Makefile").read_text()       # `make book` builds the repository root into _build/html
-    assert "\nbook: venv" in makefile and "jupyter-book build . " in makefile
+    assert "\nbook: venv" in makefile and "scripts/build_book.py" in makefile
+    assert "\ncheck-book: book" in makefile and "scripts/check_book.py _build/html" in makefile
+    script = (ROOT / "scripts" / "build_book.py").read_text()
+    assert '"build", str(ROOT), "-W", "--keep-going"' in script
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
+    assert {"runs", "_build/.jupyter_cache"} <= set(cache["with"]["path"].split())
     assert deploy["needs"] == "build"
     assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in deploy["steps"])
