@@ -45,8 +45,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 # console messages of the theme itself that are not errors of the book: pydata-sphinx-theme logs this with
 # console.error on a reader's first visit, before a light/dark mode is stored
 BENIGN_CONSOLE = ("Got invalid theme mode",)
-# a page executed under a profile other than the toy one: its parameters cell (or papermill's injected one) says so
-_PROFILE = re.compile(r"""profile\s*=\s*(?:<[^>]+>)*\s*["'](?P<profile>[A-Za-z0-9_-]+)["']""")
+# a page executed under a profile other than the toy one: its parameters cell (or papermill's injected one) assigns it
+# on a line of its own (a comment that mentions another profile does not count)
+_PROFILE = re.compile(r"""^\s*profile\s*=\s*["'](?P<profile>[A-Za-z0-9_-]+)["']""", re.MULTILINE)
 
 
 @dataclass

@@ -33,7 +33,7 @@ book.colab()
 code('''
 # parameters: which results to summarise (papermill overrides them)
 profile = "toy"        # the profile every summarised table must come from
-results_dir = None     # None: the repository's results/ (or $ERASURE_BOOK_RESULTS)
+results_dir = None     # None: the book's results/ (what its chapters wrote; tests point their own runs elsewhere)
 ''', tags=["parameters"])
 
 code('''
@@ -46,9 +46,10 @@ from IPython.display import Markdown
 
 from erasure_lib import summary
 from erasure_lib.papers import paper_numbers
-from erasure_lib.results import results_root, show_table, write_table
+from erasure_lib.results import ROOT, show_table, write_table
 
-root = Path(results_dir) if results_dir is not None else results_root()
+# read the book's results/ (not $ERASURE_BOOK_RESULTS, where test runs write their scratch tables)
+root = Path(results_dir) if results_dir is not None else ROOT / "results"
 claims = summary.claims_table(root)
 calibration = summary.calibration_table(root)
 

@@ -85,7 +85,9 @@ def _site(root: Path, sensitive_uncensored=False):
         '<a href="missing.html">bad file</a><a href="https://example.org">external</a><a href="#top">self</a>'
         '<img src="_images/ok.png"><img src="_images/gone.png"><img src="_images/grid.png"></body></html>')
     (root / "b.html").write_text('<html><body><section id="sec"><p>B</p></section>'
-                                 '<div class="cell tag_parameters"><pre>profile = "sd14"</pre></div></body></html>')
+                                 '<div class="cell tag_parameters"><pre># the profile (profile = "toy" by default)\n'
+                                 '<span class="n">profile</span> = <span class="s2">"sd14"</span>\n'
+                                 'steps = 2  # profile = "other" is not assigned here</pre></div></body></html>')
 
 
 def test_static_check_finds_broken_links_missing_images_and_uncensored_grids(tmp_path):
