@@ -37,7 +37,6 @@ results_dir = None     # None: the book's results/ (what its chapters wrote; tes
 ''', tags=["parameters"])
 
 code('''
-# NBVAL_CHECK_OUTPUT
 import json
 from pathlib import Path
 
@@ -47,7 +46,10 @@ from IPython.display import Markdown
 from erasure_lib import summary
 from erasure_lib.papers import paper_numbers
 from erasure_lib.results import ROOT, show_table, write_table
+''')
 
+code('''
+# NBVAL_CHECK_OUTPUT
 # read the book's results/ (not $ERASURE_BOOK_RESULTS, where test runs write their scratch tables)
 root = Path(results_dir) if results_dir is not None else ROOT / "results"
 claims = summary.claims_table(root)
