@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 STAMP_KEY = "erasure-book"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def image_grid(images, nrows: int, ncols: int, row_labels=None, col_labels=None, titles=None,
@@ -72,7 +73,7 @@ def image_grid(images, nrows: int, ncols: int, row_labels=None, col_labels=None,
 
 def stamp_png(png: bytes, stamp: dict) -> bytes:
     """``png`` with a tEXt chunk ``STAMP_KEY = json(stamp)`` inserted after its header; the pixels are untouched."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n":
+    if not png.startswith(_PNG_SIGNATURE):
         raise ValueError("not a PNG file")
     body = STAMP_KEY.encode("latin-1") + b"\0" + json.dumps(stamp, sort_keys=True).encode("latin-1")
     chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
@@ -82,7 +83,7 @@ def stamp_png(png: bytes, stamp: dict) -> bytes:
 
 def read_stamp(png: bytes) -> dict | None:
     """The censoring stamp of a PNG file's bytes (:func:`stamp_png`), ``None`` when it has none."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n":
+    if not png.startswith(_PNG_SIGNATURE):
         raise ValueError("not a PNG file")
     pos = 8
     while pos + 8 <= len(png):

@@ -50,8 +50,9 @@ def write_table(df: pd.DataFrame, notebook: str, table: str, provenance: dict | 
     return path
 
 
-def read_table(notebook: str, table: str) -> pd.DataFrame:
-    path = results_root() / notebook / f"{table}.csv"
+def read_table(notebook: str, table: str, root: Path | None = None) -> pd.DataFrame:
+    """``<root>/<notebook>/<table>.csv`` (``root``: :func:`results_root`), or an error naming the notebook to run."""
+    path = (root if root is not None else results_root()) / notebook / f"{table}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebooks/{notebook}.ipynb first")
     return pd.read_csv(path)

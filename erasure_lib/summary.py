@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .papers import paper_numbers
-from .results import results_root
+from .results import read_table, results_root
 
 PAPERS = ("Co-Erasing", "TRCE", "TICoE", "SET", "NS-Net")
 OUTCOMES = ("confirmed", "not confirmed", "limited by the toy world", "not measured")
@@ -62,20 +62,13 @@ def outcome(verdict: str) -> str:
     v = str(verdict).strip().lower()
     if "limited" in v:
         return "limited by the toy world"
-    if v.startswith("not confirmed") or v == "not confirmed":
+    if v.startswith("not confirmed"):
         return "not confirmed"
     if v == "confirmed":
         return "confirmed"
     if v == "not measured":
         return "not measured"
     raise ValueError(f"not a verdict: {verdict!r}")
-
-
-def _read(root: Path, chapter: str, table: str) -> pd.DataFrame:
-    path = root / chapter / f"{table}.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: execute notebooks/{chapter}.ipynb first")
-    return pd.read_csv(path)
 
 
 def _paper_text(claim_id: str, methods=None, quantities=None) -> str:
@@ -103,7 +96,7 @@ def _row(methods=None, quantities=None, tested=True, **kw) -> dict:
 
 
 def _co_erasing(root: Path) -> list[dict]:
-    verdicts, claim = _read(root, "10_co_erasing", "verdicts"), _read(root, "10_co_erasing", "claim")
+    verdicts, claim = read_table("10_co_erasing", "verdicts", root), read_table("10_co_erasing", "claim", root)
     per_seed = claim.pivot(index="seed", columns="method", values="implicit")
     ours, lo, hi = t_interval(per_seed["Co-Erasing"] - per_seed["ESD-u"])
     v = verdicts.iloc[0]
@@ -122,7 +115,7 @@ _TRCE_CLAIMS = {
 
 
 def _trce(root: Path) -> list[dict]:
-    verdicts, paired = _read(root, "11_trce", "verdicts"), _read(root, "11_trce", "paired")
+    verdicts, paired = read_table("11_trce", "verdicts", root), read_table("11_trce", "paired", root)
     rows = []
     for r in paired[paired.prompts == "implicit"].itertuples():
         worse, better = (s.strip() for s in r.comparison.split(" - "))
@@ -137,7 +130,7 @@ def _trce(root: Path) -> list[dict]:
 
 
 def _ticoe(root: Path) -> list[dict]:
-    verdicts = _read(root, "12_ticoe", "verdicts")
+    verdicts = read_table("12_ticoe", "verdicts", root)
     return [_row(paper="TICoE", chapter="12_ticoe",
                  claim=f"TICoE erases as well as {r['baseline']} and preserves look-alike concepts better (MCP)",
                  comparison=f"TICoE - {r['baseline']}",
@@ -156,7 +149,7 @@ _ATTACK_QUANTITIES = {"UnlearnDiffAtk": ("post-attack", "UDA"), "P4D": ("P4D",),
 
 
 def _attacks(root: Path) -> list[dict]:
-    claims, comparisons = _read(root, "20_attacks", "claims"), _read(root, "20_attacks", "claim_comparisons")
+    claims, comparisons = read_table("20_attacks", "claims", root), read_table("20_attacks", "claim_comparisons", root)
     verdict = claims.set_index("claim").verdict
     return [_row(paper=r.method, chapter="20_attacks", claim=r.claim,
                  comparison=f"{r.method} - {r.baseline} ({r.attack})",
@@ -171,7 +164,7 @@ def _set(root: Path) -> list[dict]:
     return [_row(paper="SET", chapter="30_set", claim=r.claim, comparison=f"SET - {r.best_baseline}",
                  measure=f"mean AUROC over the backdoors ({r.n_seeds} seeds, t-interval)", predicts="> 0",
                  ours=r.difference, lo=r.lo, hi=r.hi, verdict=r.verdict, paper_claim="set_auroc",
-                 table="30_set/claim.csv") for r in _read(root, "30_set", "claim").itertuples()]
+                 table="30_set/claim.csv") for r in read_table("30_set", "claim", root).itertuples()]
 
 
 def _ns_net(root: Path) -> list[dict]:
@@ -179,7 +172,7 @@ def _ns_net(root: Path) -> list[dict]:
                  measure="accuracy on the unseen generators (paired bootstrap over the test images)",
                  predicts="> 0", ours=r.difference, lo=r.lo, hi=r.hi, verdict=r.verdict,
                  paper_claim="ns_net_unseen", table="40_ns_net/claim.csv")
-            for r in _read(root, "40_ns_net", "claim").itertuples()]
+            for r in read_table("40_ns_net", "claim", root).itertuples()]
 
 
 def claims_table(root: str | Path | None = None) -> pd.DataFrame:
@@ -237,7 +230,7 @@ def calibration_table(root: str | Path | None = None) -> pd.DataFrame:
     """Chapter 00's calibration: each fact of Stable Diffusion's baseline behaviour, SD's value, the toy's, and
     whether the toy reproduces it."""
     root = Path(root) if root is not None else results_root()
-    cal = _read(root, "00_toy_world", "calibration")
+    cal = read_table("00_toy_world", "calibration", root)
     return cal[["name", "fact", "sd_value", "toy_value", "rule", "reproduced"]]
 
 
@@ -265,38 +258,38 @@ def _seeds(df: pd.DataFrame) -> str:
 
 def _ours(root: Path, panel: str) -> tuple[str, pd.DataFrame]:
     if panel == "co_erasing_implicit":
-        claim = _read(root, "10_co_erasing", "claim")
+        claim = read_table("10_co_erasing", "claim", root)
         return (f"implicit-prompt rate of the sensitive concept ({_seeds(claim)})",
                 _order(_mean_over_seeds(claim, "implicit"), ["ESD-u", "Co-Erasing"]))
     if panel.startswith("attack:"):
         _, concept, attack, methods = panel.split(":")
-        main = _read(root, "20_attacks", "main")
+        main = read_table("20_attacks", "main", root)
         d = main[(main.concept == concept) & (main.attack == attack)].rename(columns={"asr": "value"})
         units = ", ".join(sorted({str(n) for n in d.n})) or "0"
         return (f"post-attack ASR, {attack}, {concept} ({units} prompt-seed units)",
                 _order(d[["method", "value", "lo", "hi", "n"]], methods.split(",")))
     if panel == "trce_implicit":
-        main, claim = _read(root, "11_trce", "main"), _read(root, "11_trce", "claim")
+        main, claim = read_table("11_trce", "main", root), read_table("11_trce", "claim", root)
         base = main[main.method == "SD (unedited)"].rename(
             columns={"implicit": "value", "implicit_lo": "lo", "implicit_hi": "hi"}).assign(n=1)
         d = pd.concat([base[["method", "value", "lo", "hi", "n"]], _mean_over_seeds(claim, "implicit")])
         return (f"implicit-prompt rate of the sensitive concept ({_seeds(claim)})",
                 _order(d, ["SD (unedited)", "ESD-u", "UCE", "TRCE [EoT]", "TRCE (T+V)", "TRCE [KEY]"]))
     if panel in ("ticoe_explicit", "ticoe_mcp"):
-        claim = _read(root, "12_ticoe", "claim")
+        claim = read_table("12_ticoe", "claim", root)
         if panel == "ticoe_explicit":
             what, column = f"explicit-prompt rate of the erased object ({_seeds(claim)})", "explicit"
         else:
-            look = ", ".join(sorted(set(_read(root, "12_ticoe", "mcp").look_alike)))
+            look = ", ".join(sorted(set(read_table("12_ticoe", "mcp", root).look_alike)))
             what, column = f"MCP on the look-alike ({look}; {_seeds(claim)})", "MCP"
         return what, _order(_mean_over_seeds(claim, column), ["ESD-u", "Co-Erasing", "TICoE"])
     if panel == "set_auroc":
-        per_seed = _read(root, "30_set", "per_seed")
+        per_seed = read_table("30_set", "per_seed", root)
         means = per_seed.groupby(["detector", "seed"], sort=False).auroc.mean().reset_index()
         return (f"mean AUROC over the backdoors ({_seeds(per_seed)})",
                 _mean_over_seeds(means, "auroc", by="detector"))
     if panel == "ns_net_unseen":
-        per = _read(root, "40_ns_net", "per_generator")
+        per = read_table("40_ns_net", "per_generator", root)
         unseen = per[~per.seen_in_training].groupby(["detector", "seed"], sort=False).acc.mean().reset_index()
         return (f"accuracy on the unseen generators ({_seeds(per)})",
                 _mean_over_seeds(unseen, "acc", by="detector"))

@@ -20,6 +20,7 @@ fails the build (the others still run).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -29,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "_build" / ".jupyter_cache"
 LOG = ROOT / "_build" / "build_book.log"
 # what each chapter reads from another's run: cached edits and images (runs/edits), or committed results tables
 DEPENDS = {
@@ -72,16 +72,33 @@ def environment_key(root: Path = ROOT) -> str:
     return _digest([f for f in files + [root / "pyproject.toml"] if f.exists()], root)
 
 
-def notebook_keys(names, root: Path = ROOT) -> dict[str, str]:
-    """Each notebook's key: its code cells, the environment key and its dependencies' keys."""
+def execution_cache(root: Path = ROOT) -> Path:
+    """Jupyter Book's execution cache of the book at ``root`` (its default place, which _config.yml keeps)."""
+    return root / "_build" / ".jupyter_cache"
+
+
+def _notebooks(root: Path):
+    """``name -> notebook``, each read from ``root/notebooks/`` once, when first asked for."""
     import nbformat
+    read: dict = {}
+
+    def get(name):
+        if name not in read:
+            read[name] = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+        return read[name]
+    return get
+
+
+def notebook_keys(names, root: Path = ROOT, notebook=None) -> dict[str, str]:
+    """Each notebook's key: its code cells, the environment key and its dependencies' keys. ``notebook(name)``
+    gives a notebook (default: read from ``root``)."""
+    notebook = notebook or _notebooks(root)
     env = environment_key(root)
     keys: dict[str, str] = {}
 
     def key(name):
         if name not in keys:
-            nb = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
-            code = json.dumps([c.source for c in nb.cells if c.cell_type == "code"])
+            code = json.dumps([c.source for c in notebook(name).cells if c.cell_type == "code"])
             deps = [key(d) for d in DEPENDS.get(name, ()) if (root / "notebooks" / f"{d}.ipynb").exists()]
             keys[name] = hashlib.sha256("\0".join([code, env, *deps]).encode()).hexdigest()
         return keys[name]
@@ -91,10 +108,8 @@ def notebook_keys(names, root: Path = ROOT) -> dict[str, str]:
     return {n: keys[n] for n in names}
 
 
-def cached_key(cache, name: str, root: Path = ROOT) -> str | None:
-    """The key recorded with the cached execution of the notebook's current cells, ``None`` if there is none."""
-    import nbformat
-    nb = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+def cached_key(cache, nb) -> str | None:
+    """The key recorded with the cached execution of notebook ``nb``'s current cells, ``None`` if there is none."""
     try:
         record = cache.match_cache_notebook(nb)
     except KeyError:
@@ -105,9 +120,10 @@ def cached_key(cache, name: str, root: Path = ROOT) -> str | None:
 def stale_notebooks(names, root: Path = ROOT, cache_dir: Path | None = None) -> dict[str, str]:
     """``{name: key}`` of the notebooks whose cached execution is missing or was made with another key."""
     from jupyter_cache import get_cache
-    cache = get_cache(str(cache_dir if cache_dir is not None else root / "_build" / ".jupyter_cache"))
-    keys = notebook_keys(names, root)
-    return {n: k for n, k in keys.items() if cached_key(cache, n, root) != k}
+    cache = get_cache(str(cache_dir if cache_dir is not None else execution_cache(root)))
+    notebook = _notebooks(root)
+    keys = notebook_keys(names, root, notebook)
+    return {n: k for n, k in keys.items() if cached_key(cache, notebook(n)) != k}
 
 
 def execute_one(name: str, key: str, root: Path = ROOT, cache_dir: Path | None = None) -> None:
@@ -121,12 +137,11 @@ def execute_one(name: str, key: str, root: Path = ROOT, cache_dir: Path | None =
     NotebookClient(nb, timeout=7200, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(src.parent)}}).execute()
     out = root / "_build" / "executed" / f"{name}.ipynb"
-    cache_dir = cache_dir if cache_dir is not None else root / "_build" / ".jupyter_cache"
+    cache_dir = cache_dir if cache_dir is not None else execution_cache(root)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     nbformat.write(nb, tmp)
     tmp.replace(out)
-    import fcntl
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir.parent / ".jupyter_cache.lock", "w") as lock:  # one writer at a time (SQLite)
         fcntl.flock(lock, fcntl.LOCK_EX)

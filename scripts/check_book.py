@@ -144,11 +144,11 @@ def image_problem(path: Path | bytes, page_profiles: set[str]) -> str | None:
         stamp = read_stamp(data)
     except ValueError:
         return "not a readable PNG file"
-    if stamp is None:
+    if stamp is None or not stamp.get("sensitive") or stamp.get("censored"):
         return None
-    if stamp.get("sensitive") and stamp.get("profile", "toy") != "toy" and not stamp.get("censored"):
+    if stamp.get("profile", "toy") != "toy":
         return f"an uncensored image grid of a sensitive concept under the {stamp.get('profile')} profile"
-    if page_profiles - {"toy"} and stamp.get("sensitive") and not stamp.get("censored"):
+    if page_profiles - {"toy"}:
         return "an uncensored image grid of a sensitive concept on a page executed under " + \
             ", ".join(sorted(page_profiles - {"toy"}))
     return None
@@ -170,13 +170,13 @@ def static_check(html: Path) -> tuple[list[Page], list[str]]:
             if not target.is_relative_to(html):
                 problems.append(f"{rel}: link {url!r} leaves the book (to {target}): broken once published")
             elif not target.exists():
-                problems.append(f"{rel}: broken link {url!r} (no file {target.relative_to(html) if target.is_relative_to(html) else target})")
+                problems.append(f"{rel}: broken link {url!r} (no file {target.relative_to(html)})")
             elif fragment and target.suffix == ".html":
                 ids = pages[target].ids if target in pages else parse_page(target).ids
                 if fragment not in ids:
                     problems.append(f"{rel}: broken link {url!r} (no anchor #{fragment} in {target.relative_to(html)})")
-        for url in page.images + page.assets:
-            if url.startswith("data:image/png;base64,") and url in page.images:
+        for url, is_image in [(u, True) for u in page.images] + [(u, False) for u in page.assets]:
+            if is_image and url.startswith("data:image/png;base64,"):
                 why = image_problem(base64.b64decode(url.split(",", 1)[1]), page.profiles)
                 if why:
                     problems.append(f"{rel}: an inline image: {why}")
@@ -186,7 +186,7 @@ def static_check(html: Path) -> tuple[list[Page], list[str]]:
             target, _ = _target(path, url)
             if not target.is_relative_to(html) or not target.exists():
                 problems.append(f"{rel}: missing file {url!r}")
-            elif url in page.images:
+            elif is_image:
                 why = image_problem(target, page.profiles)
                 if why:
                     problems.append(f"{rel}: image {url!r}: {why}")
