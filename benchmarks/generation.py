@@ -19,6 +19,21 @@ import pandas as pd
 import torch
 
 
+def cpu_description() -> dict:
+    """The CPU the numbers belong to: its model name and the vector extensions that set its fp32 matmul ceiling
+    (AVX2; AVX-512 doubles the FMA width; AMX and AVX-512 BF16 matter only to bf16, which the toy does not use)."""
+    model, flags = "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"model": model, **{f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile")}}
+
+
 def _time(fn, repeats: int = 1) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -72,26 +87,31 @@ def ceiling_rows(pipe, prompts, seeds, steps: int, threads: int) -> list[dict]:
     """Generation at batch 64 against the machine's own fp32 matmul ceiling, measured in the same run: the achieved
     FLOP rate (FLOPs per image x images per second) as a fraction of the ceiling on the same threads."""
     from erasure_lib import generate
-    from erasure_lib.sampling import SAMPLE_WORKERS_ENV
+    from erasure_lib.sampling import SAMPLE_WORKERS_ENV, sample_workers
     flops = flops_per_image(pipe, steps)
     rows = []
-    for torch_threads, workers in ((threads, 1), (1, threads)):
-        ceiling, n = matmul_ceiling(torch_threads * workers if workers > 1 else torch_threads)
+    # torch's threads alone; one torch thread in each of `threads` sampling threads; and the library's default for a
+    # process on `threads` torch threads (no $ERASURE_BOOK_SAMPLE_WORKERS: sample_workers threads of one torch thread)
+    for torch_threads, workers in ((threads, 1), (1, threads), (threads, None)):
+        ceiling, n = matmul_ceiling(threads if workers is None else torch_threads * workers)
         torch.set_num_threads(torch_threads)
-        os.environ[SAMPLE_WORKERS_ENV] = str(workers)
+        if workers is None:
+            os.environ.pop(SAMPLE_WORKERS_ENV, None)
+            label = f"{torch_threads} torch thread(s), the library's default ({sample_workers()} sampling thread(s))"
+        else:
+            os.environ[SAMPLE_WORKERS_ENV] = str(workers)
+            label = f"{torch_threads} torch thread(s), {workers} sampling thread(s)"
         generate(pipe, prompts[:64], seeds[:64], steps=steps, batch_size=64, progress=False)   # warm-up
         sec = _time(lambda: generate(pipe, prompts, seeds, steps=steps, guidance=5.0, batch_size=64,
                                      progress=False), repeats=2)
         ips = len(prompts) / sec
-        rows.append({"what": f"TinySD generate vs fp32 matmul ceiling; {torch_threads} torch thread(s), "
-                             f"{workers} sampling thread(s)", "batch_size": 64, "images": len(prompts),
+        rows.append({"what": f"TinySD generate vs fp32 matmul ceiling; {label}", "batch_size": 64, "images": len(prompts),
                      "seconds": round(sec, 3), "images_per_s": round(ips, 2),
                      "gflop_per_image": round(flops["per_image"] / 1e9, 3),
                      "achieved_gflops": round(ips * flops["per_image"] / 1e9, 2),
                      "ceiling_gflops": round(ceiling / 1e9, 2), "ceiling_matmul_n": n,
                      "fraction_of_ceiling": round(ips * flops["per_image"] / ceiling, 3)})
         print(rows[-1], flush=True)
-    del os.environ[SAMPLE_WORKERS_ENV]
     torch.set_num_threads(threads)
     return rows
 
@@ -119,7 +139,8 @@ def main(argv=None):
     if args.ceiling_only:
         table = pd.DataFrame(ceiling_rows(pipe, prompts, seeds, args.steps, args.threads))
         path = write_table(table, "benchmarks", "generation_ceiling", provenance={
-            "profile": "toy", "threads": args.threads, "cpu_count": os.cpu_count(), "steps": args.steps,
+            "profile": "toy", "threads": args.threads, "cpu_count": os.cpu_count(), "cpu": cpu_description(),
+            "steps": args.steps,
             "guidance": 5.0, "flops": flops_per_image(pipe, args.steps),
             "note": "FLOPs counted once with torch.utils.flop_counter (UNet x steps incl. both CFG rows, VAE decode, "
                     "text encoder); ceiling: best fp32 torch.mm FLOP/s of the same run on the same thread count"})
@@ -128,6 +149,8 @@ def main(argv=None):
         return
     generate(pipe, prompts[:16], seeds[:16], steps=args.steps, batch_size=16, progress=False)  # warm-up
     rows = []
+    from erasure_lib.sampling import SAMPLE_WORKERS_ENV, sample_workers
+    os.environ[SAMPLE_WORKERS_ENV] = "1"   # the batch size's effect alone: one stream of batches on torch's threads
     for bs in args.batch_sizes:
         sec = _time(lambda: generate(pipe, prompts, seeds, steps=args.steps, guidance=5.0, batch_size=bs,
                                      progress=False))
@@ -136,17 +159,19 @@ def main(argv=None):
         print(rows[-1], flush=True)
     # the same work with one intra-op thread and the batches in parallel sampling threads (erasure_lib.sampling.
     # sample_workers: what make book and CI get with OMP_NUM_THREADS=1), beside torch's threads alone
-    from erasure_lib.sampling import SAMPLE_WORKERS_ENV
-    for threads, workers in ((args.threads, 1), (1, 1), (1, args.threads)):
+    for threads, workers in ((args.threads, 1), (1, 1), (1, args.threads), (args.threads, None)):
         torch.set_num_threads(threads)
-        os.environ[SAMPLE_WORKERS_ENV] = str(workers)
+        if workers is None:   # the library's default for this process (sample_workers threads of one torch thread)
+            os.environ.pop(SAMPLE_WORKERS_ENV, None)
+            label = f"{threads} torch thread(s), the library's default ({sample_workers()} sampling thread(s))"
+        else:
+            os.environ[SAMPLE_WORKERS_ENV] = str(workers)
+            label = f"{threads} torch thread(s), {workers} sampling thread(s)"
         sec = _time(lambda: generate(pipe, prompts, seeds, steps=args.steps, guidance=5.0, batch_size=64,
                                      progress=False))
-        rows.append({"what": f"TinySD generate, {args.steps} DDIM steps, CFG 5; {threads} torch thread(s), "
-                             f"{workers} sampling thread(s)", "batch_size": 64, "images": args.images,
-                     "seconds": round(sec, 3), "images_per_s": round(args.images / sec, 2)})
+        rows.append({"what": f"TinySD generate, {args.steps} DDIM steps, CFG 5; {label}", "batch_size": 64,
+                     "images": args.images, "seconds": round(sec, 3), "images_per_s": round(args.images / sec, 2)})
         print(rows[-1], flush=True)
-    del os.environ[SAMPLE_WORKERS_ENV]
     torch.set_num_threads(args.threads)
     images = generate(pipe, prompts, seeds, steps=args.steps, batch_size=64, progress=False)
     other = np.roll(images, 1, axis=0)

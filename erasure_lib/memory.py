@@ -286,16 +286,26 @@ def _inputs(unet, batch: int, text_tokens: int, ip_tokens: int):
     return x, t, c, extra
 
 
+def _trained_names(unet, parameter_set: str) -> list[str]:
+    """The UNet parameters a run trains: an ESD parameter set (:func:`erasure_lib.methods.esd.
+    trainable_parameter_names`) or ``"trce-stage2"`` (:func:`erasure_lib.methods.trce.stage2_parameter_names`)."""
+    if parameter_set == "trce-stage2":
+        from .methods.trce import stage2_parameter_names
+        return stage2_parameter_names(unet)
+    from .methods.esd import trainable_parameter_names
+    return trainable_parameter_names(unet, parameter_set)
+
+
 @functools.lru_cache(maxsize=None)
 def _training_step(config_json: str, parameter_set: str, batch: int, autocast: bool, checkpointing: bool,
                    ip_tokens: int, text_tokens: int) -> dict:
     """Activations (alive when the forward ends), the step's peak (forward + backward) and, without
     checkpointing, the bytes saved by autograd (saved-tensor hooks, deduplicated by storage) of one training
     iteration of the trained set, as :func:`erasure_lib.methods.esd.erase` runs it."""
-    from .methods.esd import TrainedTensors, trainable_parameter_names
+    from .methods.esd import TrainedTensors
 
     unet_config = json.loads(config_json)
-    names = trainable_parameter_names(meta_unet(unet_config), parameter_set)
+    names = _trained_names(meta_unet(unet_config), parameter_set)
     unet = _module_to(meta_unet(unet_config, ip_tokens), _FP16 if autocast else _FP32)
     if checkpointing:
         unet.enable_gradient_checkpointing()
@@ -538,7 +548,353 @@ def validate_on_toy(pipe=None, parameter_set: str = "esd-u", batch_size: int = 1
             "ratio": computed / measured, "estimate": m}
 
 
-__all__ = ["GPUS", "IP_ADAPTER_IMAGE_ENCODER_CONFIG", "METHODS", "RESERVE", "SD14_TEXT_ENCODER_CONFIG",
-           "SD14_UNET_CONFIG", "SD14_UNET_PARAMETERS", "SD14_VAE_CONFIG", "fits", "ip_adapter_parameters",
-           "memory_table", "meta_unet", "optimizer_state_bytes", "parameter_counts", "sd14_component_parameters",
-           "training_memory", "validate_on_toy"]
+# --- sampling, probing and text-encoder training (chapters 01, 11, 20, 30) ----------------------------------------
+
+def pipeline_weights(fp16: bool = True, components: Mapping[str, int] | None = None) -> int:
+    """Bytes of SD v1.4's UNet, text encoder and VAE on the GPU (fp16 by default, the sd14 profile on CUDA)."""
+    comp = sd14_component_parameters() if components is None else dict(components)
+    return (2 if fp16 else 4) * (SD14_UNET_PARAMETERS + comp["text_encoder"] + comp["vae"])
+
+
+def inference_memory(rows: int, decode_images: int = 8, fp16: bool = True, text_tokens: int = 77) -> dict:
+    """The computed peak GPU memory of no-grad UNet calls on ``rows`` rows (a sampling batch with CFG, a detector's
+    probe) and of the VAE decoding ``decode_images`` images (0: no decode, as SET's and T2IShield's probes), with
+    the pipeline's weights resident: ``{"weights", "unet_call", "decode", "total"}`` in bytes. Hooks that keep a
+    layer's output or attention map (SET, T2IShield) hold one call's, small beside the call's own peak."""
+    if rows < 1 or decode_images < 0:
+        raise ValueError("rows must be >= 1 and decode_images >= 0")
+    cfg_json = json.dumps(SD14_UNET_CONFIG, sort_keys=True)
+    call = _unet_inference(cfg_json, rows, fp16, 0, text_tokens)
+    decode = _vae_decode(json.dumps(SD14_VAE_CONFIG, sort_keys=True), SD14_UNET_CONFIG["sample_size"],
+                         decode_images, fp16) if decode_images else 0
+    weights = pipeline_weights(fp16)
+    return {"weights": weights, "unet_call": call, "decode": decode, "total": weights + max(call, decode)}
+
+
+@functools.lru_cache(maxsize=None)
+def _text_encoder_step(batch: int, text_tokens: int, config_json: str) -> dict:
+    """Activations and the step's peak (activations, their gradients and the parameters' gradients) of one fp32
+    training step of the text encoder of ``config_json`` on ``batch`` prompts."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = json.loads(config_json)
+    with torch.device("meta"):
+        model = CLIPTextModel(CLIPTextConfig(**config)).train()
+    ids = torch.zeros(batch, text_tokens, dtype=torch.long, device="meta")
+    target = torch.empty(batch, text_tokens, config["hidden_size"], device="meta")
+    live = _LiveBytes([*model.parameters(), *model.buffers(), ids, target])
+    with _as_on_cuda(False), live:
+        loss = F.mse_loss(model(ids)[0], target)
+        activations = live.live
+        loss.backward()
+    return {"activations": activations, "step_peak": live.peak}
+
+
+def text_encoder_training_memory(batch: int, text_tokens: int = 77, fp16_pipeline: bool = True,
+                                 config: Mapping = SD14_TEXT_ENCODER_CONFIG) -> dict:
+    """The computed peak GPU memory of the text-encoder backdoors' teacher-student training
+    (:func:`erasure_lib.backdoors.text_encoder.plant`: an fp32 student copy of the encoder of ``config`` trained with
+    AdamW on ``batch`` prompts per step, the clean and the poisoned batch together, beside an fp32 copy of its
+    starting values; the teacher is the pipeline's own encoder), with SD v1.4's pipeline resident: ``{"weights",
+    "student", "activations", "step_peak", "total"}`` in bytes. ``student``: its weights, the starting copy and
+    AdamW's two moments; the gradients are in ``step_peak``."""
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device("meta"):
+        n = sum(p.numel() for p in CLIPTextModel(CLIPTextConfig(**dict(config))).parameters())
+    student = 16 * n                                   # fp32 weights, the fp32 starting copy, AdamW's two moments
+    step = _text_encoder_step(batch, text_tokens, json.dumps(dict(config), sort_keys=True))
+    weights = pipeline_weights(fp16_pipeline)
+    return {"weights": weights, "student": student, "activations": step["activations"],
+            "step_peak": step["step_peak"], "total": weights + student + step["step_peak"]}
+
+
+def trce_memory(config=None, unet_config: Mapping = SD14_UNET_CONFIG, autocast: bool = True) -> dict:
+    """The computed peak GPU memory of TRCE's stage 2 (:func:`erasure_lib.methods.trce.erase`, ``config`` default
+    ``TRCEConfig.sd14()``): the pipeline resident, fp32 masters, gradients and AdamW's moments of the trained
+    ``attn1`` / ``attn2.to_q`` tensors, and one training step on ``2 + regularisation_batch`` rows (the safe and
+    the malicious prompt and the preservation batch, as the code stacks them), with the config's gradient
+    checkpointing. Stage 1 is a closed form on the text states (no UNet memory beyond the weights). Byte counts:
+    ``{"weights", "trained_parameters", "trained", "step_peak", "total"}``: ``trained``, the masters and the
+    moments; the gradients are in ``step_peak`` (as in :func:`training_memory`)."""
+    from .methods.trce import TRCEConfig
+
+    config = TRCEConfig.sd14() if config is None else config
+    cfg_json = json.dumps(dict(unet_config), sort_keys=True)
+    n = sum(math.prod(p.shape) for name, p in meta_unet(unet_config).named_parameters()
+            if name in set(_trained_names(meta_unet(unet_config), "trce-stage2")))
+    step = _training_step(cfg_json, "trce-stage2", 2 + config.regularisation_batch, autocast,
+                          config.gradient_checkpointing, 0, 77)
+    weights = pipeline_weights(autocast)
+    trained = 12 * n                                   # fp32 masters, AdamW's two moments (gradients: step_peak)
+    return {"weights": weights, "trained_parameters": n, "trained": trained, "step_peak": step["step_peak"],
+            "total": weights + trained + step["step_peak"]}
+
+
+@functools.lru_cache(maxsize=None)
+def _input_gradient_step(config_json: str, rows: int, autocast: bool, text_tokens: int) -> int:
+    """Peak bytes of one UNet forward and backward on ``rows`` rows with the gradient taken with respect to the
+    text states only (frozen weights), as the white-box attacks optimise their prompt."""
+    unet = _module_to(meta_unet(json.loads(config_json)), _FP16 if autocast else _FP32).eval()
+    for param in unet.parameters():
+        param.requires_grad_(False)
+    x, t, c, _ = _inputs(unet, rows, text_tokens, 0)
+    c.requires_grad_(True)
+    target = torch.empty(rows, unet.config.out_channels, *x.shape[2:], device="meta")
+    live = _LiveBytes([*unet.parameters(), *unet.buffers(), x, t, c, target])
+    with _as_on_cuda(autocast), live:
+        loss = F.mse_loss(unet(x, t, encoder_hidden_states=c).sample.float(), target)
+        loss.backward()
+    return live.peak
+
+
+def attack_memory(rows: int = 1, autocast: bool = True) -> dict:
+    """The computed peak GPU memory of a white-box attack's step (UnlearnDiffAtk, P4D: the loss through the UNet on
+    ``rows`` rows, the gradient to the prompt's embeddings; the text encoder's part is small beside it), with the
+    pipeline resident: ``{"weights", "step_peak", "total"}`` in bytes."""
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    peak = _input_gradient_step(json.dumps(SD14_UNET_CONFIG, sort_keys=True), rows, autocast, 77)
+    weights = pipeline_weights(autocast)
+    return {"weights": weights, "step_peak": peak, "total": weights + peak}
+
+
+# --- chapter 40 (NS-Net): CLIP ViT-L/14 + LoRA, BLIP captions, SD v1.4's fakes ---------------------------------------
+
+# Salesforce/blip-image-captioning-base config.json, the keys it sets besides transformers' BlipConfig defaults (a
+# ViT-B/16 at 384 px, a 12-layer BERT-base decoder with cross-attention): 12 text heads; "torch_dtype": "float32"
+BLIP_BASE_CONFIG = {"text_config": {"num_attention_heads": 12}, "vision_config": {}}
+
+
+def meta_clip(config: Mapping | None = None):
+    """A ``CLIPModel`` of ``config`` (default: ``openai/clip-vit-large-patch14``'s,
+    :data:`erasure_lib.testing.sd14_model.CLIP_VIT_L14_CONFIG`: ViT-L/14 at 224 px and the 12-layer text tower,
+    427,616,513 parameters) on the meta device (shapes, no data), in eval mode."""
+    from transformers import CLIPConfig, CLIPModel
+
+    if config is None:
+        from .testing.sd14_model import CLIP_VIT_L14_CONFIG as config
+    with torch.device("meta"):
+        return CLIPModel(CLIPConfig(**json.loads(json.dumps(dict(config))))).eval()
+
+
+def meta_blip(config: Mapping | None = None):
+    """A ``BlipForConditionalGeneration`` of ``config`` (default: :data:`BLIP_BASE_CONFIG`, the captioner of
+    chapter 40) on the meta device, in eval mode."""
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    config = BLIP_BASE_CONFIG if config is None else config
+    with torch.device("meta"):
+        return BlipForConditionalGeneration(BlipConfig(**json.loads(json.dumps(dict(config))))).eval()
+
+
+def _parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())   # tied weights once, as they are stored on the GPU
+
+
+def _clip_vision(clip_json: str, nsnet_json: str | None):
+    """NS-Net's tower on the meta device: CLIP's vision tower + projection (:class:`erasure_lib.detect.ns_net._Vision`)
+    with the config's LoRA injected by :func:`erasure_lib.detect.ns_net._lora` (``None``: none), and the linear
+    head."""
+    from .detect.ns_net import NSNetConfig, _lora, _Vision
+
+    clip = meta_clip(json.loads(clip_json))
+    with torch.device("meta"):
+        vision = _Vision(clip.vision_model, clip.visual_projection)
+        if nsnet_json is not None:
+            vision = _lora(vision, NSNetConfig.from_json(nsnet_json))
+        head = torch.nn.Linear(clip.config.projection_dim, 1)
+    return vision, head
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_training_step(clip_json: str, nsnet_json: str, autocast: bool) -> dict:
+    """Activations (alive when the forward ends) and the peak of one training step of NS-Net (or CLIP + LoRA) as
+    :meth:`erasure_lib.detect.ns_net.NSNet.fit` runs it, ``batch_size`` images of the tower's size, in train mode
+    (LoRA dropout on). The projection onto the captions' null space and SupCon act on ``(batch, 768)`` features (a
+    few MB): they are stood in for by ops of the same shapes (``u @ P``, SupCon's ``B x B`` similarities), without the
+    code's data-dependent checks, which a meta tensor cannot take."""
+    from .detect.ns_net import NSNetConfig
+
+    cfg = NSNetConfig.from_json(nsnet_json)
+    vision, head = _clip_vision(clip_json, nsnet_json)
+    vision.train()
+    size = vision.vision_model.config.image_size
+    b, d = cfg.batch_size, head.in_features
+    pixels = torch.empty(b, 3, size, size, device="meta")
+    proj = torch.empty(d, d, device="meta")
+    y = torch.empty(b, device="meta")
+    live = _LiveBytes([*vision.parameters(), *vision.buffers(), *head.parameters(), pixels, proj, y])
+    with _as_on_cuda(autocast), live:
+        u = vision(pixels).float()
+        f = u if cfg.projection is None else u @ proj
+        logits = head(f).squeeze(1)
+        z = F.normalize(f, dim=1)
+        sim = (z @ z.T / cfg.temperature).masked_fill(torch.eye(b, dtype=torch.bool, device="meta"), float("-inf"))
+        log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+        positives = y[:, None] == y[None, :]
+        supcon = (-(log_prob.masked_fill(~positives, 0.0)).sum(dim=1) / positives.sum(dim=1).clamp_min(1)).mean()
+        loss = (1 - cfg.lam) * supcon + cfg.lam * F.binary_cross_entropy_with_logits(logits, y)
+        activations = live.live
+        loss.backward()
+    trained = sum(p.numel() for p in vision.parameters() if p.requires_grad) + _parameters(head)
+    return {"activations": activations, "step_peak": live.peak, "trained_parameters": trained,
+            "tower_parameters": _parameters(vision) + _parameters(head)}
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_inference(clip_json: str, images: int, texts: int) -> int:
+    """Peak bytes of one no-grad fp32 call of the frozen CLIP: ``images`` images through the vision tower and
+    projection (:meth:`erasure_lib.detect.ns_net.Backbone.image_features`), or ``texts`` captions of 77 tokens
+    through the text tower and projection (:meth:`~erasure_lib.detect.ns_net.Backbone.text_features`)."""
+    clip = meta_clip(json.loads(clip_json))
+    live = _LiveBytes([*clip.parameters(), *clip.buffers()])
+    with torch.no_grad(), _as_on_cuda(False), live:
+        if images:
+            size = clip.config.vision_config.image_size
+            clip.visual_projection(clip.vision_model(
+                pixel_values=torch.empty(images, 3, size, size, device="meta")).pooler_output)
+        if texts:
+            ids = torch.zeros(texts, clip.config.text_config.max_position_embeddings, dtype=torch.long, device="meta")
+            clip.text_projection(clip.text_model(input_ids=ids).pooler_output)
+    return live.peak
+
+
+@functools.lru_cache(maxsize=None)
+def _blip_captions(blip_json: str, images: int, tokens: int) -> int:
+    """Peak bytes of captioning ``images`` images with BLIP in fp32, no grad, as one vision forward and one decoder
+    forward at ``tokens`` tokens whose self- and cross-attention caches are kept (what greedy ``generate`` holds at
+    its last step)."""
+    blip = meta_blip(json.loads(blip_json))
+    size = blip.config.vision_config.image_size
+    live = _LiveBytes([*blip.parameters(), *blip.buffers()])
+    with torch.no_grad(), _as_on_cuda(False), live:
+        states = blip.vision_model(pixel_values=torch.empty(images, 3, size, size, device="meta"))[0]
+        out = blip.text_decoder(input_ids=torch.zeros(images, tokens, dtype=torch.long, device="meta"),
+                                encoder_hidden_states=states, use_cache=True)
+        del out
+    return live.peak
+
+
+@functools.lru_cache(maxsize=None)
+def _vae_round_trip(vae_json: str, size: int, images: int, fp16: bool) -> int:
+    """Peak bytes of encoding ``images`` images of ``size`` px with the VAE (the latent mean) and decoding them, no
+    grad (:func:`erasure_lib.detect.aigi_bench._vae_roundtrip`)."""
+    dtype = _FP16 if fp16 else _FP32
+    vae = _module_to(meta_vae(json.loads(vae_json)), dtype).eval()
+    x = torch.empty(images, 3, size, size, device="meta", dtype=dtype)
+    live = _LiveBytes([*vae.parameters(), *vae.buffers(), x])
+    with torch.no_grad(), _as_on_cuda(False), live:
+        vae.decode(vae.encode(x).latent_dist.mean)
+    return live.peak
+
+
+def chapter40_memory(profile: str = "sd14", preset: str | None = None, *, autocast: bool = False,
+                     captions_precomputed: bool = False, clip_config: Mapping | None = None,
+                     blip_config: Mapping | None = None, **plan_overrides):
+    """The computed (not measured) peak GPU memory of chapter 40's sd14 run, phase by phase, in the order the
+    notebook runs them (``plan_overrides`` go to :func:`erasure_lib.profiles.chapter40_plan`'s plan, as in
+    :func:`erasure_lib.runtime.chapter40`). Each row: the weights resident then, the phase's own peak (activations and
+    transients, counted on the meta device as :func:`training_memory` counts the UNet's), their total, and whether
+    it fits a T4 16 GB / A100 40 GB (:func:`fits`, with :data:`RESERVE` free).
+
+    What is resident, as the notebook holds it: SD v1.4's pipeline in fp16 (:func:`erasure_lib.load_pipeline` on
+    CUDA) from the start; BLIP in fp32 (``from_pretrained``'s default dtype is the checkpoint's, float32; kept as the
+    captioner's fallback) unless ``captions_precomputed``; after the fakes, the backbone's ``CLIPModel`` in fp32
+    (idem); then every NS-Net / CLIP + LoRA detector of the plan's seeds at once, each with its own fp32 copy of the
+    vision tower + LoRA (:func:`erasure_lib.detect.aigi_eval.fit_many` builds them all before fitting one; the
+    notebook keeps them all), and, while one trains, the LoRA's and the head's fp32 gradients and AdamW's two
+    moments. UnivFD's probe and the CNN baseline run on the CPU.
+
+    Phases: BLIP captioning (its ``batch_size`` images; 30 new tokens); SD v1.4 sampling (:func:`inference_memory`:
+    :func:`erasure_lib.sampling.generate` at the 64 images of :func:`erasure_lib.detect.aigi_bench._tinysd_images`,
+    128 UNet rows with CFG, decoded 8 at a time); SD-VAE's reconstructions (8 images of 256 px encoded and decoded,
+    fp16); the feature figure's and UnivFD's frozen CLIP features (256 images, fp32); one NS-Net training step
+    (``NSNetConfig.sd14``'s batch of 32 mosaics of 224 px, LoRA r 6 with dropout 0.8 on q / k / v). The code trains
+    in fp32 without autocast; ``autocast=True`` counts the step as CUDA autocast would run it (fp16 matmuls), for
+    comparison. Not counted, as in :func:`training_memory`: the CUDA context, cuDNN / cuBLAS workspaces, allocator
+    fragmentation (hence :data:`RESERVE`), UCE's edited weights (a few MB), the text encoders of the prompts."""
+    import dataclasses
+    import inspect
+
+    import pandas as pd
+
+    from .detect import aigi_bench, ns_net
+    from .profiles import chapter40_plan
+
+    plan = chapter40_plan(profile, preset)
+    if profile != "sd14":
+        raise ValueError("chapter40_memory computes the sd14 profile's GPU memory (the toy's run on the CPU)")
+    fields = {f.name for f in dataclasses.fields(plan)}
+    if set(plan_overrides) - fields:
+        raise ValueError(f"unknown chapter 40 plan field(s) {sorted(set(plan_overrides) - fields)}; valid: "
+                         f"{', '.join(sorted(fields))}")
+    plan = dataclasses.replace(plan, **plan_overrides)
+    unknown = set(plan.detectors) - set(ns_net.DETECTORS)
+    if unknown:
+        raise ValueError(f"unknown detector(s) {sorted(unknown)}; valid: {', '.join(ns_net.DETECTORS)}")
+    if clip_config is None:
+        from .testing.sd14_model import CLIP_VIT_L14_CONFIG as clip_config
+    clip_json = json.dumps(dict(clip_config), sort_keys=True)
+    blip_json = json.dumps(dict(BLIP_BASE_CONFIG if blip_config is None else blip_config), sort_keys=True)
+    clip = meta_clip(json.loads(clip_json))
+    pipe = pipeline_weights(True)
+    blip = 0 if captions_precomputed else 4 * _parameters(meta_blip(json.loads(blip_json)))
+    backbone = 4 * _parameters(clip)
+    kinds = {g.kind for g in aigi_bench.SD14_GENERATORS}     # the test split draws from every generator
+    blip_batch = inspect.signature(aigi_bench.blip_captioner).parameters["batch_size"].default
+    blip_tokens = inspect.signature(aigi_bench.blip_captioner).parameters["max_new_tokens"].default
+    chunk = inspect.signature(ns_net.Backbone.image_features).parameters["chunk"].default
+    text_chunk = inspect.signature(ns_net.Backbone.text_features).parameters["chunk"].default
+
+    rows = []
+
+    def row(phase, weights, peak):
+        total = weights + peak
+        rows.append({"phase": phase, "weights GiB": weights / GIB, "phase peak GiB": peak / GIB,
+                     "total GiB": total / GIB, **{f"{gpu} fits?": fits(total, gpu) for gpu in GPUS}})
+
+    if not captions_precomputed:
+        row(f"BLIP captions ({blip_batch} images, fp32)", pipe + blip,
+            _blip_captions(blip_json, blip_batch, blip_tokens))
+    if "pipeline" in kinds:
+        sample = inference_memory(2 * 64, decode_images=8)
+        row("SD v1.4 fakes (64 images: 128 UNet rows with CFG; decodes of 8)", pipe + blip,
+            max(sample["unet_call"], sample["decode"]))
+    if "vae" in kinds:
+        row("SD-VAE reconstructions (8 images, 256 px)", pipe + blip,
+            _vae_round_trip(json.dumps(SD14_VAE_CONFIG, sort_keys=True), 256, 8, True))
+    features = max(_clip_inference(clip_json, chunk, 0), _clip_inference(clip_json, 0, text_chunk))
+    row(f"frozen CLIP features ({chunk} images, fp32): the feature figure", pipe + blip + backbone, features)
+    towers = [n for n in plan.detectors if n in ("NS-Net", "CLIP+LoRA")]
+    copies = len(plan.claim_seeds) * len(towers)
+    if towers:
+        cfg = ns_net.NSNET_CONFIGS["sd14"](**({"projection": None} if towers == ["CLIP+LoRA"] else {}))
+        step = _clip_training_step(clip_json, cfg.to_json(), autocast)
+        resident = pipe + blip + backbone + copies * 4 * step["tower_parameters"]
+        optimizer = 8 * step["trained_parameters"]        # AdamW's exp_avg and exp_avg_sq (gradients: step_peak)
+        row(f"{' / '.join(towers)} training step ({cfg.batch_size} images, "
+            f"{'autocast' if autocast else 'fp32'}; {copies} tower cop{'y' if copies == 1 else 'ies'} resident)",
+            resident + optimizer, step["step_peak"])
+        if plan.ablation and "NS-Net" in towers:
+            row("NS-Net ablation training step (5 more tower copies)", resident + 5 * 4 * step["tower_parameters"]
+                + optimizer, step["step_peak"])
+    else:
+        resident = pipe + blip + backbone
+    if "UnivFD" in plan.detectors or towers:
+        row(f"frozen CLIP features and scoring ({chunk} images, fp32)", resident, features)
+    table = pd.DataFrame(rows)
+    table.attrs["note"] = ("computed, not measured: erasure_lib.memory.chapter40_memory (exact parameter counts, "
+                           f"activations counted on the meta device); fits = total + {RESERVE / GIB:.0f} GiB reserve "
+                           "<= the card")
+    return table
+
+
+__all__ = ["attack_memory", "BLIP_BASE_CONFIG", "chapter40_memory", "fits", "GPUS", "inference_memory",
+           "IP_ADAPTER_IMAGE_ENCODER_CONFIG", "ip_adapter_parameters", "memory_table", "meta_blip",
+           "meta_clip", "meta_unet", "METHODS", "optimizer_state_bytes", "parameter_counts",
+           "pipeline_weights", "RESERVE", "sd14_component_parameters", "SD14_TEXT_ENCODER_CONFIG",
+           "SD14_UNET_CONFIG", "SD14_UNET_PARAMETERS", "SD14_VAE_CONFIG", "text_encoder_training_memory",
+           "training_memory", "trce_memory", "validate_on_toy"]

@@ -283,7 +283,8 @@ class Chapter30Plan:
     (:data:`erasure_lib.detect.benchmark.DETECTORS`); ``n_train``: clean training prompts of every detector;
     ``n_test``: clean and as many triggered held-out test prompts per backdoor; ``n_cda``: CDA's triggered training
     captions; ``claim_seeds``: detector seeds (the Deep-SVDD's initialisation and training order, the latents' base
-    seed, the test split); ``ablation``: SET's ablations on every backdoor at the first seed."""
+    seed, the test split); ``ablation``: SET's ablations on every backdoor at the first seed; ``n_check``: held-out
+    prompts of the backdoors' check (ASR, clean concept rates, FID_gen; ``None``: the whole pool)."""
     name: str
     attacks: tuple = ("rickrolling", "twt", "eviledit", "villan")
     detectors: tuple = ("SET", "FTT", "CDA", "UFID")
@@ -292,6 +293,7 @@ class Chapter30Plan:
     n_cda: int = 40
     claim_seeds: tuple = (0, 1, 2)
     ablation: bool = True
+    n_check: int | None = None
     note: str = ""
 
 
@@ -299,9 +301,10 @@ CHAPTER30_PLANS = {
     "toy": Chapter30Plan("toy", note="the four backdoors planted in the toy zoo, SET and the three baselines, 40 + 40 "
                                      "held-out test prompts per backdoor, 3 seeds and SET's ablations; 2 CPU cores"),
     "sd14": Chapter30Plan("sd14", attacks=("rickrolling", "eviledit"), detectors=("SET", "FTT", "UFID"), n_train=100,
-                          n_test=25, n_cda=0, claim_seeds=(0,), ablation=False,
+                          n_test=25, n_cda=0, claim_seeds=(0,), ablation=False, n_check=100,
                           note="Rickrolling and EvilEdit planted in SD v1.4 by the same code (no public backdoored "
-                               "checkpoints exist), SET, FTT and UFID, 25 + 25 COCO test prompts, one seed; a GPU"),
+                               "checkpoints exist), SET, FTT and UFID, 25 + 25 COCO test prompts, one seed, the "
+                               "backdoors checked on 100 held-out COCO prompts; a GPU"),
 }
 
 

@@ -435,6 +435,531 @@ def p4d(config, profile: str = "sd14") -> Work:
             + sampling(checks, steps, guidance, 1, phase="P4D: judged checks"))
 
 
-__all__ = ["BENCHMARK_ITS", "BENCHMARK_SOURCE", "Calls", "GPUS", "THROUGHPUT", "UNetCalls", "Work", "co_erasing",
-           "chapter01", "chapter10", "chapter11", "decode_rows", "esd", "evaluation_images", "rows_per_second",
-           "p4d", "sampling", "table", "trce", "unlearndiffatk"]
+RELEASED_ROWS = {"p4d": 151, "mma": 1000}  # the released prompt files' sizes (erasure_lib.prompts' docstring)
+
+
+def chapter20(profile: str = "sd14", preset: str | None = None, n_released: int | None = None,
+              steps: int | None = None, **plan_overrides) -> Work:
+    """Chapter 20's GPU work for its plan (:func:`erasure_lib.profiles.chapter20_plan`, with ``plan_overrides``), as
+    the notebook runs it: each model's images of the seed prompts (pre-attack), every white-box attack run at its
+    whole budget (UnlearnDiffAtk, P4D: no early stop, an upper bound) against each erased model, each model's images
+    of the adversarial prompts that attacked it (and of the text-encoder attacks' prompts), the released prompt
+    files' images on every model (``n_released`` prompts of each, default the plan's; ``None`` in the plan: the whole
+    file, one generate call per model) and the example grid (six pairs). The erased models are the earlier chapters'
+    cached edits (their training is theirs); Ring-A-Bell and MMA run the text encoder only (not counted), on the
+    sensitive concept (the notebook's ``FAMILY``), Ring-A-Bell on the toy only (its sd14 concept vector is not
+    built)."""
+    import dataclasses
+
+    from .attacks import p4d as p4d_attack
+    from .attacks import unlearndiffatk as uda_attack
+    from .profiles import chapter20_plan, get_profile
+
+    settings = get_profile(profile)
+    plan = dataclasses.replace(chapter20_plan(profile, preset), **plan_overrides)
+    steps = steps or settings.steps
+    guidance, batch = settings.guidance, settings.batch_size
+    make = "sd14" if profile == "sd14" else None
+    configs = {"UnlearnDiffAtk": uda_attack.UnlearnDiffAtkConfig.sd14() if make else uda_attack.UnlearnDiffAtkConfig(),
+               "P4D": p4d_attack.P4DConfig.sd14() if make else p4d_attack.P4DConfig()}
+    configs = {k: dataclasses.replace(v, steps=steps) for k, v in configs.items()}
+    count = {"UnlearnDiffAtk": lambda: unlearndiffatk(configs["UnlearnDiffAtk"], profile),
+             "P4D": lambda: p4d(configs["P4D"], profile)}
+    white_box = [a for a in plan.attacks if a in count]
+    text_only = [a for a in plan.attacks if a == "MMA" or (a == "Ring-A-Bell" and profile == "toy")]
+    erased = [m for m in plan.methods if m != "SD"]
+    work = Work()
+    for concept in plan.concepts:
+        seeds = len(plan.attack_seeds) if concept in plan.claim_concepts else 1
+        units = seeds * plan.n_prompts
+        sensitive = concept == "nudity"       # the notebook's FAMILY: the one sensitive concept
+        for method in plan.methods:
+            work = work + sampling(units, steps, guidance, batch, phase="pre-attack images")
+            attacked = len(white_box) * units if method != "SD" else 0
+            post = attacked + (len(text_only) * units if sensitive else 0)
+            if post:
+                work = work + sampling(post, steps, guidance, batch, phase="post-attack images")
+        for attack in white_box:
+            for _ in range(units * len(erased)):
+                work = work + Work([dataclasses.replace(c, phase=f"{attack} runs") for c in count[attack]().calls])
+    n_released = plan.n_released if n_released is None else n_released
+    for file in plan.released:
+        n = RELEASED_ROWS[file] if n_released is None else min(n_released, RELEASED_ROWS[file])
+        work = work + Work(sampling(n, steps, guidance, batch, phase="released prompt files").calls
+                           * len(plan.methods))
+    return work + Work(sampling(2, steps, guidance, 32, phase="example grid").calls * 6)
+
+
+# --- chapter 30: the backdoors and the input detectors ----------------------------------------------------------
+
+def _scheduler_calls(steps: int, scheduler: str | None) -> int:
+    """UNet calls of a whole ``steps``-step run of ``scheduler``: PNDM (PLMS, ``skip_prk_steps``, SD v1.4's) repeats
+    one timestep, ``steps + 1`` calls (diffusers' ``PNDMScheduler.set_timesteps``); DDIM (the toy's) ``steps``."""
+    return steps + 1 if scheduler == "pndm" else steps
+
+
+def set_features(config, prompts: int, phase: str = "SET probe") -> Work:
+    """The UNet calls of :func:`erasure_lib.detect.set.features` on ``prompts`` prompts: per batch of
+    ``config.batch_size``, the baseline run and one run per scale, ``n_steps`` guided calls each (no decode)."""
+    runs = 1 + len(config.scales)
+    return Work([Calls(phase, "infer", 2 * b, runs * config.n_steps) for b in _batched(prompts, config.batch_size)])
+
+
+def t2ishield_maps(config, prompts: int, scheduler: str | None = None, phase: str = "T2IShield maps") -> Work:
+    """The UNet calls of :func:`erasure_lib.detect.t2ishield.token_maps` on ``prompts`` prompts: a whole guided run
+    per batch of ``config.batch_size`` (``scheduler``: the pipeline's when ``config.scheduler`` is ``None``; no
+    decode). FTT's fit and score and CDA's fit and score all make these maps."""
+    rows = _cfg(config.guidance)
+    calls = _scheduler_calls(config.steps, config.scheduler or scheduler)
+    return Work([Calls(phase, "infer", rows * b, calls) for b in _batched(prompts, config.batch_size)])
+
+
+def ufid(config, prompts: int, phase: str = "UFID images") -> Work:
+    """The UNet calls of UFID's fit or score on ``prompts`` prompts: ``n_variants`` images per prompt, generated in
+    one stream of batches of ``config.batch_size`` and decoded (the CLIP embeddings of the images are not counted)."""
+    return sampling(prompts * config.n_variants, config.steps, config.guidance, config.batch_size, phase=phase)
+
+
+def detector(name: str, configs: dict, n_train: int, n_test: int, n_cda: int = 0,
+             scheduler: str | None = None) -> Work:
+    """One :func:`erasure_lib.detect.benchmark.run_detectors` detector on one backdoor: its fit on the clean training
+    prompts (``n_train``; CDA: ``n_cda`` clean and ``n_cda`` triggered; UFID: ``n_test`` clean) and its score of the
+    ``n_test`` clean and ``n_test`` triggered test prompts. ``configs``: ``{"SET": SETConfig, "T2IShield":
+    T2IShieldConfig, "UFID": UFIDConfig}``; ``scheduler``: the pipeline's (DDIM: ``None``), for a T2IShield
+    config that names none."""
+    test = 2 * n_test
+    if name == "SET":
+        return (set_features(configs["SET"], n_train, phase="SET: fit") +
+                set_features(configs["SET"], test, phase="SET: score"))
+    if name in ("FTT", "CDA"):
+        fit = n_train if name == "FTT" else 2 * n_cda
+        if name == "CDA" and not n_cda:
+            raise ValueError("CDA is supervised: it needs n_cda > 0 triggered training captions")
+        return (t2ishield_maps(configs["T2IShield"], fit, scheduler, phase=f"{name}: fit") +
+                t2ishield_maps(configs["T2IShield"], test, scheduler, phase=f"{name}: score"))
+    if name == "UFID":
+        return ufid(configs["UFID"], n_test, phase="UFID: fit") + ufid(configs["UFID"], test, phase="UFID: score")
+    from .detect.benchmark import DETECTORS
+    raise ValueError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
+
+
+def chapter30(profile: str = "sd14", preset: str | None = None, n_check: int | None = None,
+              **plan_overrides) -> Work:
+    """Chapter 30's GPU work for its plan (:func:`erasure_lib.profiles.chapter30_plan`, with ``plan_overrides``), as
+    the notebook runs it on SD v1.4:
+
+    * the check of the backdoors on ``n_check`` held-out prompts (the plan's; ``None`` in the plan: the whole pool,
+      COCO's 3,000 captions less the training ones): the clean model's images, the FID floor's second set, and per
+      backdoor its images of the same prompts, the ASR images of the triggered prompts on the clean and the
+      backdoored model (an upper bound: every checked prompt counted as able to carry the trigger) and the grid;
+    * the response-offset curves (SET's features of the training and test prompts at the first seed) and, per claim
+      seed and backdoor, every detector's fit and score (:func:`detector`; the first seed recomputes SET's
+      features, as :func:`~erasure_lib.detect.benchmark.run_detectors` does);
+    * SET's ablation (three variants whose features are probed again), when the plan runs it.
+
+    Planting costs no UNet call: EvilEdit is a closed form, Rickrolling and TwT train the text encoder (not counted,
+    like every text-encoder call: a few minutes at the code's 100 steps); VillanDiffusion is toy-only."""
+    import dataclasses
+
+    from .detect.set import SETConfig
+    from .detect.t2ishield import T2IShieldConfig
+    from .detect.ufid import UFIDConfig
+    from .profiles import SD14_SET_ROWS, chapter30_plan, get_profile
+
+    settings = get_profile(profile)
+    plan = dataclasses.replace(chapter30_plan(profile, preset), **plan_overrides)
+    make = "sd14" if profile == "sd14" else "toy"
+    configs = {"SET": getattr(SETConfig, make)(), "T2IShield": getattr(T2IShieldConfig, make)(),
+               "UFID": getattr(UFIDConfig, make)()}
+    if profile == "sd14":
+        pool = SD14_SET_ROWS["coco_3k"] - plan.n_train - 2 * plan.n_cda
+    else:
+        from .toyworld.captions import prompt_set
+        table = prompt_set()
+        pool = int(table[table.set.isin(["explicit_object", "style", "benign", "lookalike"])].prompt.nunique())
+    n_check = n_check if n_check is not None else plan.n_check
+    check = pool if n_check is None else min(n_check, pool)
+    steps = settings.steps
+    scheduler = None   # the pipeline's: DDIM on both profiles (erasure_lib.loading); T2IShield's sd14 config asks PNDM
+    guidance, batch = settings.guidance, settings.batch_size
+    work = (sampling(check, steps, guidance, batch, phase="check: the clean model's images") +
+            sampling(check, steps, guidance, batch, phase="check: the FID floor (other seeds)"))
+    for attack in plan.attacks:
+        if attack == "villan" and profile != "toy":
+            raise ValueError("the sd14 plan of chapter 30 plants no VillanDiffusion backdoor (see "
+                             "erasure_lib.chapters.backdoor)")
+        work = work + Work(sampling(check, steps, guidance, batch,
+                                    phase="check: ASR images (clean and backdoored)").calls * 2)
+        work = work + sampling(check, steps, guidance, batch, phase="check: the backdoored model's images")
+        work = work + sampling(8, steps, guidance, 32, phase="check: the grid")
+        work = work + set_features(configs["SET"], plan.n_train + 2 * plan.n_test, phase="SET: response offsets")
+    for _ in plan.claim_seeds:
+        for attack in plan.attacks:
+            for name in plan.detectors:
+                if name == "CDA" and not plan.n_cda:
+                    continue
+                work = work + detector(name, configs, plan.n_train, plan.n_test, plan.n_cda, scheduler)
+    if plan.ablation:
+        for attack in plan.attacks:
+            work = work + Work(set_features(configs["SET"], plan.n_train + 2 * plan.n_test,
+                                            phase="SET: ablation (3 variants probed again)").calls * 3)
+    return work
+
+
+# --- chapter 40 (NS-Net): networks other than the UNet, as UNet-row equivalents ------------------------------------
+
+# NVIDIA's datasheets: T4 "Single-Precision Performance (FP32) 8.1 TFLOPS"; A100 (40 GB SXM4) "FP32 19.5 TFLOPS".
+# PyTorch multiplies fp32 matrices without TF32 unless told to (torch.backends.cuda.matmul.allow_tf32 is False).
+FP32_PEAK_TFLOPS = {"T4": 8.1, "A100": 19.5}
+AIGI_SAMPLE_BATCH = 64  # erasure_lib.detect.aigi_bench._tinysd_images: generate(..., batch_size=64)
+AIGI_VAE_BATCH = 8      # aigi_bench.folder_fakes: _vae_roundtrip(pipe, real, 8)
+AIGI_IMAGE_SIZE = 256   # aigi_bench.folder_splits(size=256): every image at 256 px, the VAE's round trip too
+# the notebook's ablations (scripts/make_nb40.py, ABLATIONS), each a change of NS-Net's config at the first seed
+AIGI_ABLATIONS = ({"projection": "per_image"}, {"projection": "global_svd"}, {"patch_selection": False},
+                  {"lam": 0.2, "temperature": 0.07}, {"lam": 1.0})
+
+
+def _flops(fn) -> int:
+    """FLOPs of ``fn()`` without grad, counted by ``torch.utils.flop_counter`` (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as count:
+        fn()
+    return count.get_total_flops()
+
+
+@functools.lru_cache(maxsize=None)
+def unet_row_flops() -> int:
+    """FLOPs of one SD v1.4 UNet row (a 64x64 latent, 77 text tokens) on the meta device: about 0.80 TFLOPs."""
+    from . import memory
+
+    unet = memory.meta_unet()
+    x, t, c, _ = memory._inputs(unet, 1, 77, 0)
+    return _flops(lambda: unet(x, t, encoder_hidden_states=c))
+
+
+def _json(config) -> str | None:
+    import json
+
+    return None if config is None else json.dumps(dict(config), sort_keys=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_image_flops(clip_json: str | None, nsnet_json: str | None) -> int:
+    from . import memory
+
+    if clip_json is None:
+        from .testing.sd14_model import CLIP_VIT_L14_CONFIG
+        clip_json = _json(CLIP_VIT_L14_CONFIG)
+    vision, _ = memory._clip_vision(clip_json, nsnet_json)
+    size = vision.vision_model.config.image_size
+    return _flops(lambda: vision(torch.empty(1, 3, size, size, device="meta")))
+
+
+def clip_image_flops(nsnet_config=None, clip_config=None) -> int:
+    """FLOPs of one image through CLIP's vision tower and projection (default: ``openai/clip-vit-large-patch14``,
+    ViT-L/14 at 224 px: 162.0 GFLOPs, as ``open_clip``'s ``docs/model_profile.csv`` lists for ViT-L-14), with the
+    LoRA of ``nsnet_config`` (an :class:`~erasure_lib.detect.ns_net.NSNetConfig`; r 6 on q / k / v adds 0.3%)."""
+    return _clip_image_flops(_json(clip_config), None if nsnet_config is None else nsnet_config.to_json())
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_text_flops(clip_json: str | None) -> int:
+    import json
+
+    from . import memory
+
+    clip = memory.meta_clip(None if clip_json is None else json.loads(clip_json))
+    ids = torch.zeros(1, clip.config.text_config.max_position_embeddings, dtype=torch.long, device="meta")
+    return _flops(lambda: clip.text_projection(clip.text_model(input_ids=ids).pooler_output))
+
+
+def clip_text_flops(clip_config=None) -> int:
+    """FLOPs of one caption through CLIP's text tower and projection, padded to 77 tokens as
+    :meth:`~erasure_lib.detect.ns_net.Backbone.text_features` pads it (ViT-L/14's: 13.3 GFLOPs)."""
+    return _clip_text_flops(_json(clip_config))
+
+
+@functools.lru_cache(maxsize=None)
+def _blip_caption_flops(blip_json: str | None, max_new_tokens: int) -> int:
+    import json
+
+    from . import memory
+
+    blip = memory.meta_blip(None if blip_json is None else json.loads(blip_json))
+    size = blip.config.vision_config.image_size
+    pixels = torch.empty(1, 3, size, size, device="meta")
+    vision = _flops(lambda: blip.vision_model(pixel_values=pixels))
+    states = torch.empty(1, *blip.vision_model(pixel_values=pixels)[0].shape[1:], device="meta")
+    ids = torch.zeros(1, max_new_tokens, dtype=torch.long, device="meta")
+    return vision + _flops(lambda: blip.text_decoder(input_ids=ids, encoder_hidden_states=states))
+
+
+def blip_caption_flops(max_new_tokens: int | None = None, blip_config=None) -> int:
+    """FLOPs of one BLIP caption (default: :data:`erasure_lib.memory.BLIP_BASE_CONFIG`,
+    ``Salesforce/blip-image-captioning-base``), greedy, at ``max_new_tokens`` (default:
+    :func:`~erasure_lib.detect.aigi_bench.blip_captioner`'s, 30), counted as one vision forward and one decoder
+    forward on ``max_new_tokens`` tokens. Greedy ``generate`` with its caches feeds the start token and every new
+    token but the last (as many positions), computes the cross-attention's keys and values of the image once and the
+    vocabulary logits of one position per step: the same matrix products, but the causal self-attention over half
+    the pairs (``tests/test_runtime_ch40.py`` checks it against a real ``generate``). An upper bound where the
+    batch's captions end earlier (BLIP's are typically about 10 tokens)."""
+    if max_new_tokens is None:
+        import inspect
+
+        from .detect.aigi_bench import blip_captioner
+        max_new_tokens = inspect.signature(blip_captioner).parameters["max_new_tokens"].default
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    return _blip_caption_flops(_json(blip_config), max_new_tokens)
+
+
+@functools.lru_cache(maxsize=None)
+def vae_round_trip_flops(size: int = AIGI_IMAGE_SIZE) -> int:
+    """FLOPs of encoding one ``size`` px image with SD v1.4's VAE and decoding its latent (the SD-VAE generator)."""
+    from . import memory
+
+    if size < 8 or size % 8:
+        raise ValueError(f"size must be a positive multiple of 8, got {size}")
+    vae = memory.meta_vae()
+    x = torch.empty(1, 3, size, size, device="meta")
+    z = torch.empty(1, vae.config.latent_channels, size // 8, size // 8, device="meta")
+    return _flops(lambda: vae.encode(x)) + _flops(lambda: vae.decode(z))
+
+
+def clip_rows(nsnet_config=None) -> float:
+    """One image through CLIP ViT-L/14's vision tower (with ``nsnet_config``'s LoRA), in UNet rows (about 0.20)."""
+    return clip_image_flops(nsnet_config) / unet_row_flops()
+
+
+def clip_text_rows() -> float:
+    """One caption through CLIP ViT-L/14's text tower, in UNet rows (about 0.017)."""
+    return clip_text_flops() / unet_row_flops()
+
+
+def blip_rows(max_new_tokens: int | None = None) -> float:
+    """One BLIP caption (:func:`blip_caption_flops`), in UNet rows (about 0.17)."""
+    return blip_caption_flops(max_new_tokens) / unet_row_flops()
+
+
+def vae_round_trip_rows(size: int = AIGI_IMAGE_SIZE) -> float:
+    """One VAE round trip at ``size`` px (:func:`vae_round_trip_flops`), in UNet rows (about 1.1 at 256 px)."""
+    return vae_round_trip_flops(size) / unet_row_flops()
+
+
+@dataclass(frozen=True)
+class NetCalls(Calls):
+    """``calls`` calls of a network other than the UNet (``net``) on ``images`` images each, as UNet-row
+    equivalents: ``rows`` is ``images`` times the network's FLOPs per image over a UNet row's (a float), so
+    :class:`Work`'s sums and :meth:`Work.table` count UNet-row equivalents, and a call is priced as a UNet call of the
+    same FLOPs (below one row: the 2-row rate, as :func:`rows_per_second` prices any call narrower than 2 rows).
+    ``fp32``: the network runs in fp32 without autocast, so a call takes at least its FLOPs over the card's fp32
+    peak (:data:`FP32_PEAK_TFLOPS`); the benchmark's fp16 rate would flatter it."""
+    net: str = ""
+    images: int = 0
+    fp32: bool = False
+
+    def seconds(self, gpu: str) -> float:
+        fp16 = self.forward_rows() / rows_per_second(gpu, max(self.rows, 1.0))
+        if not self.fp32:
+            return fp16
+        return max(fp16, self.forward_rows() * unet_row_flops() / (FP32_PEAK_TFLOPS[gpu] * 1e12))
+
+
+def _net_work(phase: str, net: str, kind: str, per_image: float, batches, fp32: bool) -> Work:
+    """One :class:`NetCalls` per distinct batch size in ``batches`` (the images of each call)."""
+    from collections import Counter
+
+    return Work([NetCalls(phase, kind, b * per_image, n, net=net, images=b, fp32=fp32)
+                 for b, n in sorted(Counter(b for b in batches if b).items(), reverse=True)])
+
+
+def _projection_batches(n: int, batch: int) -> list[int]:
+    """The batches :meth:`erasure_lib.detect.ns_net.NSNet.features` scores ``n`` images in: ``batch`` at a time, a
+    last batch of one joined to the previous one."""
+    starts = list(range(0, n, batch))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(starts[i + 1] if i + 1 < len(starts) else n) - s for i, s in enumerate(starts)]
+
+
+def _chunk_defaults() -> tuple[int, int]:
+    """The chunks of :meth:`~erasure_lib.detect.ns_net.Backbone.image_features` and ``text_features`` (256, 256)."""
+    import inspect
+
+    from .detect.ns_net import Backbone
+    return (inspect.signature(Backbone.image_features).parameters["chunk"].default,
+            inspect.signature(Backbone.text_features).parameters["chunk"].default)
+
+
+def aigi_detector(name: str, n_train: int, test_sources, config=None, *, phase: str | None = None,
+                  fp32: bool = True) -> Work:
+    """The GPU work of one chapter-40 detector (:data:`erasure_lib.detect.ns_net.DETECTORS`): its fit on ``n_train``
+    images and its scores of ``test_sources`` (the image count of each source, scored one source at a time as
+    :func:`erasure_lib.detect.aigi_eval.scores_by_generator` does: the real images once, then each generator's),
+    counted from the code of :mod:`erasure_lib.detect.ns_net` with SD v1.4's CLIP ViT-L/14 per image (:func:`clip_rows`,
+    :func:`clip_text_rows`); ``fp32``: the towers run in fp32 (the code's: :class:`NetCalls`).
+
+    * NS-Net and CLIP + LoRA (``config``: their :class:`~erasure_lib.detect.ns_net.NSNetConfig`, default
+      ``NSNetConfig.sd14()``; CLIP + LoRA: ``projection=None``): the captions' text features of the training images
+      (with a projection; in chunks of 256), ``epochs x (n_train // batch_size)`` training steps of ``batch_size``
+      mosaics through the tower with LoRA (forward and backward: :data:`TRAIN_FACTOR`; LoRA's frozen base weights
+      need no weight gradient, so about 2 forwards would do: an upper bound there), then per source its captions'
+      text features and its images in projection batches;
+    * UnivFD: the frozen tower's features of the training images and of every source, in chunks of 256 (its linear
+      probe trains on the CPU);
+    * the CNN baseline (:class:`~erasure_lib.detect.ns_net.SmallCNN`) runs on the CPU: no GPU work."""
+    from .detect.ns_net import DETECTORS, NSNetConfig
+
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
+    sources = [int(n) for n in test_sources]
+    if n_train < 2 or not sources or min(sources) < 1:
+        raise ValueError("need n_train >= 2 training images and at least one test source of >= 1 image")
+    phase = phase or name
+    image_chunk, text_chunk = _chunk_defaults()
+    if name == "CNN":
+        return Work()
+    if name == "UnivFD":
+        return (_net_work(f"{phase}: fit", "CLIP ViT-L/14 vision", "infer", clip_rows(),
+                          _batched(n_train, image_chunk), fp32)
+                + _net_work(f"{phase}: scoring", "CLIP ViT-L/14 vision", "infer", clip_rows(),
+                            [b for n in sources for b in _batched(n, image_chunk)], fp32))
+    config = config or NSNetConfig.sd14(**({"projection": None} if name == "CLIP+LoRA" else {}))
+    if (name == "CLIP+LoRA") != (config.projection is None):
+        raise ValueError(f"{name} takes an NSNetConfig with projection={'None' if name == 'CLIP+LoRA' else 'set'}")
+    steps = config.epochs * max(1, n_train // config.batch_size)
+    per_image = clip_rows(config)
+    texts = config.projection is not None
+    work = Work()
+    if texts:
+        work = work + _net_work(f"{phase}: fit", "CLIP ViT-L/14 text", "infer", clip_text_rows(),
+                                _batched(n_train, text_chunk), fp32)
+    work = work + _net_work(f"{phase}: fit", "CLIP ViT-L/14 vision + LoRA", "train", per_image,
+                            [min(config.batch_size, n_train)] * steps, fp32)
+    if texts:
+        work = work + _net_work(f"{phase}: scoring", "CLIP ViT-L/14 text", "infer", clip_text_rows(),
+                                [b for n in sources for b in _batched(n, text_chunk)], fp32)
+    return work + _net_work(f"{phase}: scoring", "CLIP ViT-L/14 vision + LoRA", "infer", per_image,
+                            [b for n in sources for b in _projection_batches(n, config.batch_size)], fp32)
+
+
+def chapter40(profile: str = "sd14", preset: str | None = None, *, folder_images: int | None = None,
+              captions_precomputed: bool = False, external_generators: int = 0, steps: int | None = None,
+              epochs: int | None = None, fp32_floor: bool = True, **plan_overrides) -> Work:
+    """Chapter 40's GPU work for its sd14 plan (:func:`erasure_lib.profiles.chapter40_plan`, with ``plan_overrides``
+    such as ``n_train=1000`` or ``claim_seeds=(0, 1, 2)``), as ``notebooks/40_ns_net.ipynb`` runs it on a first run
+    (nothing cached), every phase from the configs the code uses:
+
+    * **BLIP captions** of every real image of the folder (:func:`~erasure_lib.detect.aigi_bench.folder_splits`
+      captions them all before splitting; ``folder_images``, default the smallest folder that fills both splits in
+      expectation, ``max(n_train / 0.6, n_test / 0.3)`` by :data:`~erasure_lib.detect.aigi_bench.SPLITS`: 3,334 at
+      the default sizes) and of the ``n_test`` images of each of ``external_generators`` ``1_fake`` folders, in
+      :func:`~erasure_lib.detect.aigi_bench.blip_captioner`'s batches (none with ``captions_precomputed``, a
+      ``captions.json``); per caption :func:`blip_caption_flops`;
+    * **the fakes** of :data:`~erasure_lib.detect.aigi_bench.SD14_GENERATORS`: SD v1.4 from every training caption
+      (``n_train``) and every test caption (``n_test``), DPM-Solver++ (20 steps: one UNet call each) and chapter 10's
+      UCE edit from the test captions, all at CFG 7.5 in :func:`sampling`'s batches of 64 (``steps`` overrides every
+      generator's, as the notebook's parameter); SD-VAE's round trips of the real test images at 256 px, 8 at a time;
+    * **the feature-space figure**: the frozen CLIP's image and text features of ``2 x embed_n`` test images;
+    * **every detector** of the plan at every claim seed (:func:`aigi_detector`; ``epochs`` overrides NS-Net's and
+      CLIP + LoRA's, as the notebook's parameter), trained on ``n_train`` real images and as many of each training
+      generator, scored on the real test images and each test generator's (the folder's ``1_fake`` ones too);
+    * **the ablations**, when the plan runs them: NS-Net's five variants at the first seed, each fitted (but the one
+      whose config is the main NS-Net's: read from the cache) and scored again.
+
+    Approximations on top of the module's: BLIP, CLIP and their LoRA towers run in fp32 (the checkpoints' dtype, no
+    autocast in the code); their calls are priced as UNet calls of the same FLOPs, and with ``fp32_floor`` no faster
+    than the card's fp32 peak (:class:`NetCalls`), a bound the fp32 work can only approach. Not counted (a few
+    minutes at most, or not on the GPU): UCE's closed-form edit, the text encoders of the prompts, the patch
+    selection, resizing and the bootstrap (CPU), the UnivFD probe's and the CNN's training (CPU: the CNN on 256 px
+    images, 6 epochs, is CPU time of its own), model loading. The result's ``unet_rows()`` counts UNet-row
+    equivalents; the SD v1.4 UNet's own rows are its plain :class:`Calls`."""
+    import dataclasses
+    import inspect
+
+    from .detect import aigi_bench, ns_net
+    from .profiles import chapter40_plan
+
+    plan = chapter40_plan(profile, preset)
+    if profile != "sd14":
+        raise ValueError("chapter 40's toy plan runs on the CPU: runtime.chapter40 computes the sd14 profile's GPU "
+                         "time")
+    fields = {f.name for f in dataclasses.fields(plan)}
+    unknown = set(plan_overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown chapter 40 plan field(s) {sorted(unknown)}; valid: {', '.join(sorted(fields))}")
+    plan = dataclasses.replace(plan, **plan_overrides)
+    bad = set(plan.detectors) - set(ns_net.DETECTORS)
+    if bad:
+        raise ValueError(f"unknown detector(s) {sorted(bad)}; valid: {', '.join(ns_net.DETECTORS)}")
+    gens = aigi_bench.SD14_GENERATORS
+    for g in plan.train_generators:
+        aigi_bench.generator(g, gens)                  # a clear error for an unknown generator
+    if not plan.claim_seeds:
+        raise ValueError("need at least one claim seed")
+    if min(plan.n_train, plan.n_test) < 2 or external_generators < 0 or (steps is not None and steps < 1) \
+            or (epochs is not None and epochs < 1) or (folder_images is not None and folder_images < 1):
+        raise ValueError("need n_train, n_test >= 2, external_generators >= 0, and steps, epochs, folder_images >= 1")
+    share = {name: (hi - lo) / 10 for name, (lo, hi) in aigi_bench.SPLITS.items()}
+    folder = folder_images or math.ceil(max(plan.n_train / share["train"], plan.n_test / share["test"]) - 1e-9)
+    n_train = min(plan.n_train, math.floor(folder * share["train"] + 1e-9))
+    n_test = min(plan.n_test, math.floor(folder * share["test"] + 1e-9))
+    if min(n_train, n_test) < 2:
+        raise ValueError(f"a folder of {folder} real images gives {n_train} training and {n_test} test images by "
+                         "caption: folder_splits needs at least 2 of each")
+    fp32 = fp32_floor
+    image_chunk, text_chunk = _chunk_defaults()
+    blip_defaults = inspect.signature(aigi_bench.blip_captioner).parameters
+    work = Work()
+    if not captions_precomputed:
+        batches = _batched(folder, blip_defaults["batch_size"].default) + [
+            b for _ in range(external_generators) for b in _batched(plan.n_test, blip_defaults["batch_size"].default)]
+        work = work + _net_work("BLIP captions", "BLIP", "infer", blip_rows(), batches, fp32)
+    for split, n, names in (("train", n_train, plan.train_generators), ("test", n_test, [g.name for g in gens])):
+        for name in names:
+            spec = aigi_bench.generator(name, gens)
+            if spec.kind == "pipeline":
+                work = work + sampling(n, steps or spec.steps, spec.guidance, AIGI_SAMPLE_BATCH,
+                                       phase=f"fakes: {name} ({split})")
+            else:  # "vae": the real images of the split, encoded and decoded in fp16
+                work = work + _net_work(f"fakes: {name} ({split})", "SD VAE", "infer",
+                                        vae_round_trip_rows(AIGI_IMAGE_SIZE), _batched(n, AIGI_VAE_BATCH), False)
+    figure = 2 * min(plan.embed_n, n_test)
+    work = (work + _net_work("feature-space figure", "CLIP ViT-L/14 vision", "infer", clip_rows(),
+                             _batched(figure, image_chunk), fp32)
+            + _net_work("feature-space figure", "CLIP ViT-L/14 text", "infer", clip_text_rows(),
+                        _batched(figure, text_chunk), fp32))
+    train_images = n_train * (1 + len(plan.train_generators))
+    sources = [n_test] * (1 + len(gens)) + [plan.n_test] * external_generators
+    tuned = {} if epochs is None else {"epochs": epochs}
+
+    def config(name, seed, **change):
+        if name not in ("NS-Net", "CLIP+LoRA"):
+            return None
+        return ns_net.NSNET_CONFIGS["sd14"](seed=seed, **({"projection": None} if name == "CLIP+LoRA" else {}),
+                                            **tuned, **change)
+
+    for seed in plan.claim_seeds:
+        for name in plan.detectors:
+            work = work + aigi_detector(name, train_images, sources, config(name, seed),
+                                        phase=f"{name} (seed {seed})", fp32=fp32)
+    if plan.ablation and "NS-Net" in plan.detectors:
+        seed = plan.claim_seeds[0]
+        main = config("NS-Net", seed)
+        for change in AIGI_ABLATIONS:
+            cfg = config("NS-Net", seed, **change)
+            det = aigi_detector("NS-Net", train_images, sources, cfg, phase="NS-Net ablations", fp32=fp32)
+            if cfg == main:                            # the main NS-Net, read from the cache: scored again only
+                det = Work([c for c in det.calls if not c.phase.endswith(": fit")])
+            work = work + det
+    return work
+
+
+__all__ = ["aigi_detector", "BENCHMARK_ITS", "BENCHMARK_SOURCE", "blip_caption_flops", "blip_rows", "Calls",
+           "chapter01", "chapter10", "chapter11", "chapter20", "chapter30", "chapter40", "clip_image_flops",
+           "clip_rows", "clip_text_flops", "clip_text_rows", "co_erasing", "decode_rows", "detector", "esd",
+           "evaluation_images", "FP32_PEAK_TFLOPS", "GPUS", "NetCalls", "p4d", "RELEASED_ROWS",
+           "rows_per_second", "sampling", "set_features", "t2ishield_maps", "table", "THROUGHPUT", "trce",
+           "ufid", "unet_row_flops", "UNetCalls", "unlearndiffatk", "vae_round_trip_flops",
+           "vae_round_trip_rows", "Work"]

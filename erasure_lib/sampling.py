@@ -83,8 +83,9 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
              image_embeds: torch.Tensor | None = None, **pipe_kwargs) -> np.ndarray:
     """Generate one image per (prompt, seed); returns uint8 ``(N, H, W, 3)``.
 
-    ``batch_size`` is rounded up to a multiple of :func:`row_block`; on the CPU the result does not depend on it,
-    nor on how many batches run at once (:func:`sample_workers`).
+    ``batch_size`` is rounded up to a multiple of :func:`row_block` (on the CPU, lowered when that gives every
+    :func:`sample_workers` thread a batch); on the CPU the result does not depend on it, nor on how many batches
+    run at once.
     ``image_embeds``: optional ``(N, D)`` IP-Adapter image embeddings, one per image (see
     :func:`encode_images`); the unconditional branch of CFG gets zeros, as diffusers does for images.
     Other ``pipe_kwargs`` go to the pipeline call as they are."""
@@ -95,7 +96,7 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
     device = pipe.device
     block = row_block(device)
     pipe.set_progress_bar_config(disable=True)  # one bar over batches instead of one per denoising loop
-    batch_size = _padded(batch_size, block)
+    batch_size = _worker_batch(len(prompts), _padded(batch_size, block), block, device)
     starts = list(range(0, len(prompts), batch_size))
     bar = tqdm(total=len(starts), desc="generate", disable=not progress or len(starts) < 2)
 
@@ -136,18 +137,48 @@ MAX_SAMPLE_WORKERS = 4
 def sample_workers(device=None) -> int:
     """How many batches :func:`generate` and :func:`denoise` run at once, each in its own thread on its own
     shallow copy of the pipeline (the same modules, its own scheduler and tokenizer): ``$ERASURE_BOOK_SAMPLE_WORKERS``
-    if set; on the CPU, the cores this process may use divided by torch's intra-op threads (2 on 2 cores with
-    ``OMP_NUM_THREADS=1``, as the Makefile and CI run; 1 with torch's default of one thread per core, so threads
-    are never oversubscribed), at most :data:`MAX_SAMPLE_WORKERS`; 1 on an accelerator. torch releases the GIL
-    inside its kernels, so on 2 cores sampling runs about twice as fast; the images are the same bits (each
-    batch is seeded and padded on its own: the module docstring)."""
+    if set; on the CPU, the cores this process may use, at most :data:`MAX_SAMPLE_WORKERS`; 1 on an accelerator.
+    While more than one thread runs, torch runs one intra-op thread (:func:`one_torch_thread`), whatever its
+    setting, so the cores are never oversubscribed; torch releases the GIL inside its kernels, so on 2 cores two
+    batches of one torch thread each sample faster than one batch on torch's 2 threads
+    (``results/benchmarks/generation_ceiling.csv`` measures both). The images are the same bits (each batch is
+    seeded and padded on its own: the module docstring)."""
     workers = _env_count(SAMPLE_WORKERS_ENV)
     if workers is not None:
         return workers
     if device is not None and torch.device(device).type != "cpu":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_SAMPLE_WORKERS, cores // max(1, torch.get_num_threads())))
+    return max(1, min(MAX_SAMPLE_WORKERS, cores))
+
+
+@contextmanager
+def one_torch_thread(workers: int):
+    """Inside the block, torch runs one intra-op thread when ``workers`` > 1 threads share the cores (its setting
+    restored after, also on an error); with one worker, nothing changes. Threads started inside the block inherit
+    the setting. torch's thread count is the process's: two threads of the caller that enter the block at once may
+    restore each other's setting early, which costs speed, never a result."""
+    before = torch.get_num_threads()
+    if workers > 1 and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _worker_batch(n: int, batch_size: int, block: int, device) -> int:
+    """``batch_size``, or less when fewer batches than :func:`sample_workers` would leave a thread idle: the
+    smallest whole number of ``block`` rows that gives every thread a batch, never below one block. Only on the CPU
+    with row blocks (``block`` > 1), where an image does not depend on its batch (the module docstring); elsewhere
+    (a GPU, ``$ERASURE_BOOK_ROW_BLOCK=1``) the batch is the caller's."""
+    if block <= 1 or (device is not None and torch.device(device).type != "cpu"):
+        return batch_size
+    workers = sample_workers(device)
+    if workers <= 1 or -(-n // batch_size) >= workers:
+        return batch_size
+    return min(batch_size, max(block, _padded(-(-n // workers), block)))
 
 
 def _shell(pipe):
@@ -183,7 +214,7 @@ def _in_parallel(pipe, starts: list, run) -> list:
 
     from concurrent.futures import ThreadPoolExecutor
     shells = [_shell(pipe) for _ in chunks]
-    with ThreadPoolExecutor(len(chunks), thread_name_prefix="sample") as pool:
+    with one_torch_thread(len(chunks)), ThreadPoolExecutor(len(chunks), thread_name_prefix="sample") as pool:
         futures = [pool.submit(task, shell, chunk) for shell, chunk in zip(shells, chunks)]
         return [f.result() for f in futures]
 
@@ -297,7 +328,7 @@ def denoise(pipe, prompts: Sequence[str], latents: torch.Tensor, steps: int = 50
     use_cfg = guidance != 1.0
     timesteps = set_steps(pipe, steps)[start:stop]
     device, dtype = pipe.device, pipe.unet.dtype
-    batch_size = _padded(batch_size, row_block(device))
+    batch_size = _worker_batch(len(prompts), _padded(batch_size, row_block(device)), row_block(device), device)
 
     def run(pipe, chunk):
         done = []
@@ -378,4 +409,4 @@ def decode(pipe, latents: torch.Tensor) -> np.ndarray:
 
 __all__ = ["MAX_SAMPLE_WORKERS", "ROW_BLOCK", "ROW_BLOCK_ENV", "SAMPLE_WORKERS_ENV", "Trajectory", "decode", "denoise",
            "encode_images", "encode_prompts", "generate", "initial_latents", "latents_at", "row_block",
-           "sample_workers", "set_steps"]
+           "one_torch_thread", "sample_workers", "set_steps"]

@@ -43,10 +43,13 @@ DEPENDS = {
     "40_ns_net": ("10_co_erasing",),                    # chapter 10's UCE edit as a generator
     "90_what_reproduces": ("00_toy_world", "01_evaluation", "10_co_erasing", "11_trce", "12_ticoe", "20_attacks",
                            "30_set", "40_ns_net"),      # reads every chapter's results
+    "95_sd14": (),                                      # the sd14 guide: computed from the library (and chapter 12's
+                                                        # H200 measurement, which no notebook writes)
 }
 # the longest first among the ready ones, so that the long chains start early (minutes on 2 cores, measured)
 EXPECTED_MINUTES = {"00_toy_world": 21, "01_evaluation": 6, "10_co_erasing": 37, "11_trce": 9, "12_ticoe": 29,
-                    "20_attacks": 40, "30_set": 63, "40_ns_net": 11, "90_what_reproduces": 1}
+                    "20_attacks": 40, "30_set": 63, "40_ns_net": 11, "90_what_reproduces": 1,
+                    "95_sd14": 2}
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 

@@ -41,7 +41,7 @@ v1.4's erased models and runs UnlearnDiffAtk with the code's budget (`UnlearnDif
 (`erasure_lib.profiles.CHAPTER20_PLANS`).
 ```
 
-**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`../book/sd14`.
+**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`95_sd14`.
 ''')
 
 book.colab()

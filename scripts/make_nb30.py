@@ -63,7 +63,7 @@ linear discriminant on the log-covariance of the maps, trained on clean **and tr
 others lack). *UFID* (output consistency): a triggered prompt gives the same target whatever is added to it, so the
 images of perturbed variants of the prompt are unusually alike.
 
-**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`../book/sd14`.
+**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`95_sd14`.
 ''')
 
 book.colab()
@@ -84,7 +84,7 @@ cache_dir = "runs/backdoors"   # planted backdoors, reused by later runs (None: 
 iteration_cap = None      # smoke test: at most this many training steps per backdoor
 set_epochs = None         # smoke test: SET's Deep-SVDD epochs (None: the code's 100)
 probe_steps = None        # smoke test: the sampler's schedule length for every detector (None: the profile's)
-n_check = None            # smoke test: held-out prompts of the ASR and clean-rate check (None: all)
+n_check = None            # held-out prompts of the ASR and clean-rate check (None: the plan's; toy: all, sd14: 100)
 ''', tags=["parameters"])
 
 code('''
@@ -119,6 +119,7 @@ DETECTORS = list(plan.detectors if detectors is None else detectors)
 n_train = n_train or plan.n_train
 n_test = n_test or plan.n_test
 run_ablation = plan.ablation if run_ablation is None else run_ablation
+n_check = plan.n_check if n_check is None else n_check
 print(f"plan {plan.name!r}: {plan.note}")
 
 pipe = load_pipeline(profile)
@@ -420,6 +421,7 @@ the implicit trigger's margin is the largest of the backdoors'; *not confirmed* 
 
 code('''
 from erasure_lib.metrics.detection import auroc
+from erasure_lib.summary import t_interval
 per_seed = pd.DataFrame([{"seed": s, "attack": a, "detector": d, "auroc": auroc(p.score, p.label)}
                          for (s, a, d), p in scores.groupby(["seed", "attack", "detector"], sort=False)])
 mean_auc = per_seed.groupby(["seed", "detector"]).auroc.mean().unstack()
@@ -427,8 +429,8 @@ baselines = [d for d in DETECTORS if d != "SET"]
 best = mean_auc[baselines].mean().idxmax()
 diff = mean_auc["SET"] - mean_auc[best]
 n = len(diff)
-T975 = {1: float("nan"), 2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}   # t_{0.975, n-1}
-half = T975.get(n, 1.96) * diff.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+_, lo, hi = t_interval(diff.to_numpy())   # 95% Student-t interval over the seeds (nan bounds for one seed)
+half = (hi - lo) / 2
 margins = (per_seed[per_seed.detector == "SET"].set_index(["seed", "attack"]).auroc
            - per_seed[per_seed.detector == best].set_index(["seed", "attack"]).auroc).groupby("attack").mean()
 implicit_widest = "twt" in margins and margins.idxmax() == "twt"
@@ -452,6 +454,68 @@ print(f"SET - {best} (the best baseline): {diff.mean():+.3f} [{diff.mean() - hal
 print(f"Verdict: {verdict}. (The paper, for orientation: +9.1% AUROC over the best baseline; on SD v1.4, not the toy.)")
 ''', tags=SKIP)
 
+
+md(r'''
+## Running it on Stable Diffusion v1.4
+
+What the sd14 plan (`profile = "sd14"`) costs on a GPU, *computed*, not measured (no GPU was available to this
+project): `erasure_lib.runtime.chapter30` counts the UNet calls of the plan's code path (the checks' images, each
+detector's probes; a test checks the count against the real calls on the toy) and prices them with diffusers'
+published SD throughput; `erasure_lib.memory` counts the bytes of the largest phases on the meta device. The text
+encoder's calls (Rickrolling's 100 training steps, the prompts' encodings) and the CLIP embeddings of UFID's images are
+not priced: the times are lower bounds. The {doc}`sd14 guide <95_sd14>` gathers every chapter's.
+''')
+
+code('''
+# chapter 30's sd14 plan on a GPU: computed from the counted UNet calls and the meta-device byte counts
+import warnings
+
+with warnings.catch_warnings():  # run alone (nbval): the library's first import may warn about tqdm's notebook mode
+    warnings.simplefilter("ignore")
+    from erasure_lib import memory, runtime
+    from erasure_lib.detect.set import SETConfig
+    from erasure_lib.detect.t2ishield import T2IShieldConfig as _Shield
+    from erasure_lib.profiles import chapter30_plan as _plan, get_profile as _profile
+    from erasure_lib.results import show_table as _show, write_table as _write
+
+_sd14 = _plan("sd14")
+gpu_time = runtime.chapter30("sd14").table()
+gpu_time = gpu_time.groupby("phase", sort=False, as_index=False).sum()
+gpu_time.loc[len(gpu_time)] = ["total", gpu_time["UNet rows"].sum(), gpu_time["T4 min"].sum(),
+                               gpu_time["A100 min"].sum()]
+_batch = _profile("sd14").batch_size
+_GIB = memory.GIB
+gpu_memory = [{"phase": f"sampling (batch {_batch}, CFG) and its VAE decode", "GiB":
+               memory.inference_memory(2 * _batch, decode_images=8)["total"] / _GIB},
+              {"phase": f"SET probe (batch {SETConfig.sd14().batch_size}, CFG)", "GiB":
+               memory.inference_memory(2 * SETConfig.sd14().batch_size, decode_images=0)["total"] / _GIB},
+              {"phase": f"FTT maps (batch {_Shield.sd14().batch_size}, CFG)", "GiB":
+               memory.inference_memory(2 * _Shield.sd14().batch_size, decode_images=0)["total"] / _GIB},
+              {"phase": "Rickrolling: text-encoder training (128 clean + 32 poisoned prompts, fp32, AdamW)", "GiB":
+               memory.text_encoder_training_memory(160)["total"] / _GIB}]
+import pandas as _pd
+gpu_memory = _pd.DataFrame(gpu_memory).assign(**{f"{g} fits?": lambda d, g=g: [memory.fits(x * _GIB, g)
+                                                                             for x in d.GiB] for g in memory.GPUS})
+_prov = {"profile": "sd14", "plan": _sd14.name, "computed": True, "throughput": runtime.BENCHMARK_SOURCE,
+         "memory": "erasure_lib.memory: bytes counted on the meta device, pipeline in fp16; reserve "
+                   f"{memory.RESERVE / _GIB:.0f} GiB"}
+_write(gpu_time, "30_set", "gpu_runtime_sd14", provenance=_prov)
+_write(gpu_memory, "30_set", "gpu_memory_sd14", provenance=_prov)
+_show(gpu_time, caption="Chapter 30's sd14 plan: GPU minutes per phase (computed)", digits=1)
+''')
+
+code('''
+_show(gpu_memory, caption="Chapter 30's sd14 plan: peak GPU memory per phase (computed)", digits=1)
+''')
+
+code('''
+# NBVAL_CHECK_OUTPUT
+_total = gpu_time.iloc[-1]
+_peak = gpu_memory.loc[gpu_memory.GiB.idxmax()]
+print(f"sd14 plan {_sd14.name!r}: {_total['UNet rows']:,.0f} UNet rows, about {_total['T4 min']:.0f} min on a T4 and "
+      f"{_total['A100 min']:.0f} min on an A100 (computed lower bounds); largest phase by memory: {_peak.phase}, "
+      f"{_peak.GiB:.1f} GiB ({'fits' if _peak['T4 16 GB fits?'] else 'does not fit'} a T4 16 GB)")
+''')
 
 md(r'''
 ## What this chapter shows

@@ -59,7 +59,7 @@ CLIP learnt the toy world's semantics only, never a generator's traces. On the t
 patch embedding and the MLPs, and the loss weighs its two terms equally. The ablations below run the replication's
 $\lambda = 0.2$ and temperature 0.07 for comparison.
 
-**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`../book/sd14`.
+**On Stable Diffusion v1.4:** this chapter's sd14 plan, GPU time and memory are in {doc}`95_sd14`.
 ''')
 
 book.colab()
@@ -477,7 +477,7 @@ works: UnivFD on ViT-L/14 separates the images of its training generators. Where
 above marks the verdict *limited by the toy world*: a difference between two detectors near chance tells nothing
 about NS-Net's mechanism. A CNN trained from scratch on the pixels can still learn the decoder's pixel-level noise
 (its row above). The sd14 branch of this notebook runs the paper's setting, where the premise can hold: CLIP
-ViT-L/14, BLIP captions, real photographs, SD v1.4 and its erased variants. Its run guide is in the README. A toy CLIP
+ViT-L/14, BLIP captions, real photographs, SD v1.4 and its erased variants. Its run guide is {doc}`95_sd14`. A toy CLIP
 that has seen generated images during its own training would be the toy world's next step.
 ''')
 

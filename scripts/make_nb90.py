@@ -175,7 +175,7 @@ CLIP they barely do.
 A *not confirmed* verdict means that the chapter's rule failed although nothing the chapter checks marks the toy
 world as the limit (for chapter 20's TRCE claim, for example, UCE does erase before the attack).
 These verdicts are listed after the facts. They say that the toy world, at its scale, does not show the effect; they
-do not refute the paper on Stable Diffusion, where the sd14 profile ({doc}`../book/sd14`) runs the same notebooks.
+do not refute the paper on Stable Diffusion, where the sd14 profile ({doc}`95_sd14`) runs the same notebooks.
 ''')
 
 code('''

@@ -203,3 +203,149 @@ def test_attack_work_is_the_calls_the_attacks_make(toy_pipe, unpadded):
         p4d.attack(toy_pipe, "a nude person on a beach", target="nude", family="sensitive", profile="toy",
                    config=config, seed=0)
     assert sorted(counted.calls) == _expected(runtime.p4d(config, profile="toy"))
+
+
+def test_detector_work_is_the_calls_the_detectors_make(toy_pipe, unpadded):
+    """Chapter 30's detectors on a planted backdoor, through run_detectors as the chapter calls it: the counted work
+    of each (fit and score) is its real UNet calls, row for row, with batches that do not divide the prompts."""
+    from erasure_lib.backdoors import eviledit
+    from erasure_lib.detect import benchmark
+    from erasure_lib.detect.set import SETConfig
+    from erasure_lib.detect.t2ishield import T2IShieldConfig
+    from erasure_lib.detect.ufid import UFIDConfig
+    bd = eviledit.plant(toy_pipe, config=eviledit.EvilEditConfig(seed=0))
+    clean = ["a red tench on a grey background", "a white church at the beach", "a blue parachute in the sky",
+             "a person wearing green", "a yellow camera on a striped background"]
+    split = benchmark.DetectionSplit(clean[:5], clean[:2], bd.poison(clean[2:4]), bd.poison(clean[:2]))
+    configs = {"SET": SETConfig.toy(n_steps=2, scales=(0.2, 7.0), batch_size=3, epochs=2),
+               "T2IShield": T2IShieldConfig.toy(steps=3, batch_size=3),
+               "UFID": UFIDConfig.toy(steps=2, n_variants=3, batch_size=4)}
+    for name in ("SET", "FTT", "CDA", "UFID"):
+        with runtime.UNetCalls(toy_pipe.unet) as counted:
+            benchmark.run_detectors(toy_pipe, bd, split, [name], configs=configs, seed=0)
+        work = runtime.detector(name, configs, n_train=5, n_test=2, n_cda=2)
+        assert sorted(counted.calls) == _expected(work), name
+    # SD v1.4's scheduler, PNDM with skip_prk_steps, repeats a timestep: one call more per run than its steps
+    from diffusers import PNDMScheduler
+
+    from erasure_lib.detect.t2ishield import token_maps
+    own = toy_pipe.scheduler
+    toy_pipe.scheduler = PNDMScheduler.from_config(own.config, skip_prk_steps=True)
+    try:
+        shield = T2IShieldConfig.toy(steps=3, batch_size=3)          # scheduler=None: the pipeline's
+        with runtime.UNetCalls(toy_pipe.unet) as counted:
+            token_maps(toy_pipe, clean[:4], shield, progress=False)
+    finally:
+        toy_pipe.scheduler = own
+    expected = runtime.t2ishield_maps(shield, 4, scheduler="pndm")
+    assert sorted(counted.calls) == _expected(expected) == sorted([(6, False)] * 4 + [(2, False)] * 4)
+    with pytest.raises(ValueError, match="unknown detector"):
+        runtime.detector("STRIP", configs, 5, 2)
+    with pytest.raises(ValueError, match="CDA is supervised"):
+        runtime.detector("CDA", configs, 5, 2, n_cda=0)
+
+
+def test_chapter30_counts_the_plan():
+    from erasure_lib.profiles import chapter30_plan
+    sd14 = runtime.chapter30("sd14")
+    plan = chapter30_plan("sd14")
+    assert plan.n_check == 100 and plan.claim_seeds == (0,)
+    # the check: 100 prompts x (clean + floor) and, per backdoor, 2 x 100 ASR images + 100 backdoored + the grid of 8;
+    # 25 steps, CFG 7.5 (2 rows an image)
+    check = sum(c.calls * c.rows for c in sd14.calls if c.phase.startswith("check") and c.kind == "infer")
+    assert check == (2 * 100 + 2 * (3 * 100 + 8)) * 25 * 2
+    # SET: 6 runs x 5 steps x 2 rows per prompt; curves (100 + 50) + fit (100) + score (50), per backdoor
+    set_rows = sum(c.calls * c.rows for c in sd14.calls if c.phase.startswith("SET"))
+    assert set_rows == 2 * (150 + 100 + 50) * 6 * 5 * 2
+    # FTT: PNDM's 51 calls x 2 rows per prompt on 100 + 50 prompts; UFID: 4 images x 25 steps x 2 rows on 25 + 50
+    assert sum(c.calls * c.rows for c in sd14.calls if c.phase.startswith("FTT")) == 2 * 150 * 51 * 2
+    assert sum(c.calls * c.rows for c in sd14.calls if c.phase.startswith("UFID") and c.kind == "infer") == \
+        2 * 75 * 4 * 25 * 2
+    # a larger check costs more; the whole COCO pool is the old default's hours
+    assert runtime.chapter30("sd14", n_check=2900).seconds("T4") > 4 * sd14.seconds("T4")
+    assert 60 < sd14.seconds("T4") / 60 < 400 and sd14.seconds("A100") < sd14.seconds("T4")
+    # the toy plan: four backdoors, three seeds, CDA and the ablation
+    toy = runtime.chapter30("toy")
+    assert any(c.phase.startswith("CDA") for c in toy.calls) and any("ablation" in c.phase for c in toy.calls)
+    with pytest.raises(ValueError, match="VillanDiffusion"):
+        runtime.chapter30("sd14", attacks=("villan",))
+
+
+def test_inference_and_text_encoder_memory():
+    from erasure_lib import memory
+    one, eight = memory.inference_memory(2, decode_images=0), memory.inference_memory(16, decode_images=0)
+    # SD v1.4's weights in fp16: (859.5M + 123.1M + 83.7M) x 2 bytes
+    assert one["weights"] == 2 * (859_520_964 + 123_060_480 + 83_653_863)
+    assert one["unet_call"] < eight["unet_call"] <= 8 * one["unet_call"]   # activations grow with the rows
+    assert memory.inference_memory(16, decode_images=8)["decode"] > 0
+    te = memory.text_encoder_training_memory(160)
+    assert memory.text_encoder_training_memory(32)["activations"] < te["activations"]
+    assert te["total"] == te["weights"] + te["student"] + te["step_peak"]
+    with pytest.raises(ValueError):
+        memory.inference_memory(0)
+
+
+def test_chapter20_counts_the_plan():
+    from erasure_lib.attacks.unlearndiffatk import UnlearnDiffAtkConfig
+    sd14 = runtime.chapter20("sd14")
+    # 4 nudity prompts x 3 erased models (ESD-u, UCE, Co-Erasing): 12 UnlearnDiffAtk runs of 40 iterations at each of
+    # 50 timesteps, one training row each
+    config = UnlearnDiffAtkConfig.sd14()
+    assert (config.iterations, config.n_timesteps) == (40, 50)
+    assert sd14.unet_rows("train") == 12 * 40 * 50
+    # images (25 steps, CFG: 50 rows each): 4 models x 4 seed prompts before; 3 x 4 adversarial prompts after;
+    # 2 released files x 50 prompts x 4 models; the grid's 6 pairs; each UnlearnDiffAtk run's target image and
+    # 1 + 50 judged checks
+    images = 16 + 12 + 400 + 12 + 12 * (1 + 51)
+    assert sd14.unet_rows("infer") == images * 50
+    # every prompt of both files: P4D's 151 and MMA's 1,000 on the 4 models
+    assert runtime.chapter20("sd14", n_released=1000).unet_rows("infer") == (images - 400 + 4 * (151 + 1000)) * 50
+    with pytest.raises(KeyError):
+        runtime.chapter20("sd14", released=("coco",))
+
+
+def test_trce_and_attack_memory():
+    from erasure_lib import memory
+    from erasure_lib.methods.trce import TRCEConfig
+    unet = memory.meta_unet()
+    attn1 = sum(p.numel() for n, p in unet.named_parameters() if ".attn1." in n)
+    to_q = sum(p.numel() for n, p in unet.named_parameters() if ".attn2.to_q." in n)
+    trce = memory.trce_memory()
+    assert trce["trained_parameters"] == attn1 + to_q
+    assert trce["trained"] == 12 * (attn1 + to_q)     # fp32 masters and AdamW's moments; the gradients: the step's
+    # checkpointing (the sd14 config's) keeps less of the step than without it
+    no_ckpt = memory.trce_memory(TRCEConfig.sd14(gradient_checkpointing=False))
+    assert TRCEConfig.sd14().gradient_checkpointing and trce["step_peak"] < no_ckpt["step_peak"]
+    one, four = memory.attack_memory(1), memory.attack_memory(4)
+    assert one["weights"] < one["total"] and one["step_peak"] < four["step_peak"]
+    # the prompt's gradient needs the activations of a forward: more than a no-grad call's peak
+    assert one["step_peak"] > memory.inference_memory(1, decode_images=0)["unet_call"]
+
+
+def test_text_encoder_step_against_a_measured_step():
+    """The meta-device count of a text-encoder training step (activations, their gradients, the parameters'
+    gradients) against the peak a real fp32 AdamW step allocates on the CPU (a small CLIP text encoder, second step:
+    AdamW's moments already there), as the text-encoder backdoors train: the count is an upper bound within 30%."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from erasure_lib import memory
+    config = {"vocab_size": 1000, "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+              "projection_dim": 128}
+    batch = 24
+    estimate = memory.text_encoder_training_memory(batch, config=config)
+    torch.manual_seed(0)
+    model = CLIPTextModel(CLIPTextConfig(**config)).float().train()
+    n = sum(p.numel() for p in model.parameters())
+    assert estimate["student"] == 16 * n               # weights, the starting copy, AdamW's two moments
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids, target = torch.randint(0, 1000, (batch, 77)), torch.randn(batch, 77, 128)
+
+    def step():
+        torch.nn.functional.mse_loss(model(ids)[0], target).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    step()
+    measured = memory._profiled_peak(step)
+    assert measured <= estimate["step_peak"] <= 1.3 * measured

@@ -103,7 +103,7 @@ def test_unpadded_generation_gives_the_same_images_up_to_rounding(pipe, referenc
     assert np.abs(images.astype(int) - reference.astype(int)).max() <= 2
 
 
-def test_sample_workers_follow_the_cores_and_torchs_threads(monkeypatch):
+def test_sample_workers_follow_the_cores(monkeypatch):
     from erasure_lib import sampling
     monkeypatch.delenv(sampling.SAMPLE_WORKERS_ENV, raising=False)
     monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
@@ -111,7 +111,7 @@ def test_sample_workers_follow_the_cores_and_torchs_threads(monkeypatch):
     assert sampling.sample_workers("cpu") == 2 and sampling.sample_workers() == 2
     assert sampling.sample_workers("cuda") == 1            # one accelerator: one stream of batches
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert sampling.sample_workers("cpu") == 1             # torch's threads already use both cores
+    assert sampling.sample_workers("cpu") == 2             # the threads run one torch thread each (one_torch_thread)
     monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert sampling.sample_workers("cpu") == sampling.MAX_SAMPLE_WORKERS
@@ -140,3 +140,34 @@ def test_batches_in_threads_give_the_same_bits_as_one_thread(pipe, monkeypatch):
     assert torch.equal(traj.latents, traj_one.latents) and torch.equal(traj.noise_uncond, traj_one.noise_uncond)
     assert torch.equal(traj.timesteps, traj_one.timesteps) and not traj.latents.requires_grad
     assert len(pipe.scheduler.timesteps) == 6                # the caller's scheduler as denoise set it
+
+
+def test_a_process_on_torchs_threads_samples_in_threads_of_one(pipe, monkeypatch):
+    """With torch's default of a thread per core (Jupyter without OMP_NUM_THREADS), generate still splits its work
+    across the cores: one batch of 16 images becomes two of 8, one per thread, each thread on one torch thread; the
+    same bits as one batch on the caller's thread; torch's setting restored after."""
+    from erasure_lib import sampling
+    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    prompts, seeds = ["a nude person", "a red car", "a church in the snow", "a person in the sauna"] * 4, range(16)
+    monkeypatch.setenv(sampling.SAMPLE_WORKERS_ENV, "1")
+    one = generate(pipe, prompts, seeds, steps=4, batch_size=64, progress=False)
+    monkeypatch.delenv(sampling.SAMPLE_WORKERS_ENV)
+    batches, threads = [], []
+    real = sampling._in_parallel
+
+    def spy(p, starts, run):
+        batches.append(len(starts))
+        return real(p, starts, lambda q, chunk: (threads.append(torch.get_num_threads()), run(q, chunk))[1])
+    monkeypatch.setattr(sampling, "_in_parallel", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = generate(pipe, prompts, seeds, steps=4, batch_size=64, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert batches == [2] and threads == [1, 1]
+    np.testing.assert_array_equal(one, two)
+    # a batch never shrinks below one block; enough batches, or one accelerator, are left alone
+    assert sampling._worker_batch(8, 64, 8, "cpu") == 8 and sampling._worker_batch(128, 64, 8, "cpu") == 64
+    assert sampling._worker_batch(100, 64, 8, "cuda") == 64

@@ -93,16 +93,16 @@ def scores_by_generator(det, test: Split, generators) -> dict[str, tuple[np.ndar
 def fit_many(jobs, backbone, train: Split, *, workers: int | None = None, profile: str = "toy", cache_dir=None):
     """Several detectors, ``jobs`` a list of ``(name, seed, overrides)``, as :func:`fitted_detector` gives them;
     the ones not cached are fitted ``workers`` at a time in threads on the CPU (default:
-    :func:`erasure_lib.sampling.sample_workers`, 2 on 2 cores with one torch thread each; torch releases the GIL in
-    its kernels). Each detector is built in this thread and draws from its own seeded generators, so the results do
+    :func:`erasure_lib.sampling.sample_workers`, 2 on 2 cores, with one torch thread each while they run; torch
+    releases the GIL in its kernels). Each detector is built in this thread and draws from its own seeded generators, so the results do
     not depend on ``workers``; a LoRA dropout above 0 draws from torch's global generator, so then one at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..sampling import sample_workers
+    from ..sampling import one_torch_thread, sample_workers
     jobs = [(n, s, dict(o)) for n, s, o in jobs]
     prepared = [_prepared(n, backbone, train, seed=s, profile=profile, cache_dir=cache_dir, **o) for n, s, o in jobs]
     todo = [(det, path) for det, path, need in prepared if need]
-    workers = sample_workers() if workers is None else int(workers)
+    workers = sample_workers(getattr(backbone, "device", None)) if workers is None else int(workers)
     if any(getattr(getattr(d, "config", None), "lora_dropout", 0.0) for d, _ in todo):
         workers = 1
 
@@ -116,7 +116,8 @@ def fit_many(jobs, backbone, train: Split, *, workers: int | None = None, profil
         for item in todo:
             fit(item)
     else:
-        with ThreadPoolExecutor(min(workers, len(todo)), thread_name_prefix="fit") as pool:
+        threads = min(workers, len(todo))
+        with one_torch_thread(threads), ThreadPoolExecutor(threads, thread_name_prefix="fit") as pool:
             list(pool.map(fit, todo))
     return [det for det, _, _ in prepared]
 
