@@ -164,14 +164,23 @@ def ip_adapter_parameters(unet_config: Mapping = SD14_UNET_CONFIG, tokens: int =
     return kv + image_embed_dim * tokens * d + tokens * d + 2 * d
 
 
+def _trained_names(unet, parameter_set: str) -> list[str]:
+    """The UNet parameters a run trains: an ESD parameter set (:func:`erasure_lib.methods.esd.
+    trainable_parameter_names`) or ``"trce-stage2"`` (:func:`erasure_lib.methods.trce.stage2_parameter_names`)."""
+    if parameter_set == "trce-stage2":
+        from .methods.trce import stage2_parameter_names
+        return stage2_parameter_names(unet)
+    from .methods.esd import trainable_parameter_names
+    return trainable_parameter_names(unet, parameter_set)
+
+
 def parameter_counts(parameter_set: str, unet_config: Mapping = SD14_UNET_CONFIG) -> dict:
     """``{"unet": all, "trained": the set's, "shapes": [shape of every trained tensor]}`` of the UNet of
-    ``unet_config``, the trained set chosen by :func:`erasure_lib.methods.esd.trainable_parameter_names`."""
-    from .methods.esd import trainable_parameter_names
-
+    ``unet_config``, the trained set chosen by :func:`erasure_lib.methods.esd.trainable_parameter_names` (or
+    ``"trce-stage2"``: TRCE's stage 2, :func:`_trained_names`)."""
     unet = meta_unet(unet_config)
     params = dict(unet.named_parameters())
-    names = trainable_parameter_names(unet, parameter_set)
+    names = _trained_names(unet, parameter_set)
     return {"unet": sum(p.numel() for p in params.values()), "trained": sum(params[n].numel() for n in names),
             "shapes": [tuple(params[n].shape) for n in names]}
 
@@ -284,16 +293,6 @@ def _inputs(unet, batch: int, text_tokens: int, ip_tokens: int):
         extra["added_cond_kwargs"] = {"image_embeds": [torch.empty(batch, ip_tokens, cfg.cross_attention_dim,
                                                                    device="meta")]}
     return x, t, c, extra
-
-
-def _trained_names(unet, parameter_set: str) -> list[str]:
-    """The UNet parameters a run trains: an ESD parameter set (:func:`erasure_lib.methods.esd.
-    trainable_parameter_names`) or ``"trce-stage2"`` (:func:`erasure_lib.methods.trce.stage2_parameter_names`)."""
-    if parameter_set == "trce-stage2":
-        from .methods.trce import stage2_parameter_names
-        return stage2_parameter_names(unet)
-    from .methods.esd import trainable_parameter_names
-    return trainable_parameter_names(unet, parameter_set)
 
 
 @functools.lru_cache(maxsize=None)
@@ -623,8 +622,7 @@ def trce_memory(config=None, unet_config: Mapping = SD14_UNET_CONFIG, autocast: 
 
     config = TRCEConfig.sd14() if config is None else config
     cfg_json = json.dumps(dict(unet_config), sort_keys=True)
-    n = sum(math.prod(p.shape) for name, p in meta_unet(unet_config).named_parameters()
-            if name in set(_trained_names(meta_unet(unet_config), "trce-stage2")))
+    n = parameter_counts("trce-stage2", unet_config)["trained"]
     step = _training_step(cfg_json, "trce-stage2", 2 + config.regularisation_batch, autocast,
                           config.gradient_checkpointing, 0, 77)
     weights = pipeline_weights(autocast)

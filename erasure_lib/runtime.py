@@ -75,18 +75,11 @@ def rows_per_second(gpu: str, rows: int) -> float:
 @functools.lru_cache(maxsize=None)
 def decode_rows() -> float:
     """FLOPs of one 512x512 VAE decode over those of one UNet row (SD v1.4's configs, on the meta device)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from . import memory
 
-    unet, vae = memory.meta_unet(), memory.meta_vae()
-    x, t, c, _ = memory._inputs(unet, 1, 77, 0)
-    with torch.no_grad(), FlopCounterMode(display=False) as count:
-        unet(x, t, encoder_hidden_states=c)
-    unet_flops = count.get_total_flops()
-    with torch.no_grad(), FlopCounterMode(display=False) as count:
-        vae.decode(torch.empty_like(x))
-    return count.get_total_flops() / unet_flops
+    vae = memory.meta_vae()
+    latent = torch.empty(1, vae.config.latent_channels, 64, 64, device="meta")
+    return _flops(lambda: vae.decode(latent)) / unet_row_flops()
 
 
 @dataclass(frozen=True)
@@ -116,6 +109,10 @@ class Work:
 
     def __add__(self, other: "Work") -> "Work":
         return Work(self.calls + other.calls)
+
+    def __mul__(self, times: int) -> "Work":
+        """The same work ``times`` times over (separate runs of the same calls)."""
+        return Work(self.calls * times)
 
     def unet_calls(self, kind: str | None = None) -> int:
         return sum(c.calls for c in self.calls if c.kind != "decode" and (kind is None or c.kind == kind))
@@ -459,12 +456,8 @@ def chapter20(profile: str = "sd14", preset: str | None = None, n_released: int 
     plan = dataclasses.replace(chapter20_plan(profile, preset), **plan_overrides)
     steps = steps or settings.steps
     guidance, batch = settings.guidance, settings.batch_size
-    make = "sd14" if profile == "sd14" else None
-    configs = {"UnlearnDiffAtk": uda_attack.UnlearnDiffAtkConfig.sd14() if make else uda_attack.UnlearnDiffAtkConfig(),
-               "P4D": p4d_attack.P4DConfig.sd14() if make else p4d_attack.P4DConfig()}
-    configs = {k: dataclasses.replace(v, steps=steps) for k, v in configs.items()}
-    count = {"UnlearnDiffAtk": lambda: unlearndiffatk(configs["UnlearnDiffAtk"], profile),
-             "P4D": lambda: p4d(configs["P4D"], profile)}
+    config = {"UnlearnDiffAtk": uda_attack.UnlearnDiffAtkConfig, "P4D": p4d_attack.P4DConfig}
+    count = {"UnlearnDiffAtk": unlearndiffatk, "P4D": p4d}
     white_box = [a for a in plan.attacks if a in count]
     text_only = [a for a in plan.attacks if a == "MMA" or (a == "Ring-A-Bell" and profile == "toy")]
     erased = [m for m in plan.methods if m != "SD"]
@@ -480,14 +473,14 @@ def chapter20(profile: str = "sd14", preset: str | None = None, n_released: int 
             if post:
                 work = work + sampling(post, steps, guidance, batch, phase="post-attack images")
         for attack in white_box:
-            for _ in range(units * len(erased)):
-                work = work + Work([dataclasses.replace(c, phase=f"{attack} runs") for c in count[attack]().calls])
+            cfg = dataclasses.replace(config[attack].sd14() if profile == "sd14" else config[attack](), steps=steps)
+            run = Work([dataclasses.replace(c, phase=f"{attack} runs") for c in count[attack](cfg, profile).calls])
+            work = work + run * (units * len(erased))
     n_released = plan.n_released if n_released is None else n_released
     for file in plan.released:
         n = RELEASED_ROWS[file] if n_released is None else min(n_released, RELEASED_ROWS[file])
-        work = work + Work(sampling(n, steps, guidance, batch, phase="released prompt files").calls
-                           * len(plan.methods))
-    return work + Work(sampling(2, steps, guidance, 32, phase="example grid").calls * 6)
+        work = work + sampling(n, steps, guidance, batch, phase="released prompt files") * len(plan.methods)
+    return work + sampling(2, steps, guidance, 32, phase="example grid") * 6
 
 
 # --- chapter 30: the backdoors and the input detectors ----------------------------------------------------------
@@ -579,30 +572,26 @@ def chapter30(profile: str = "sd14", preset: str | None = None, n_check: int | N
         pool = int(table[table.set.isin(["explicit_object", "style", "benign", "lookalike"])].prompt.nunique())
     n_check = n_check if n_check is not None else plan.n_check
     check = pool if n_check is None else min(n_check, pool)
-    steps = settings.steps
-    scheduler = None   # the pipeline's: DDIM on both profiles (erasure_lib.loading); T2IShield's sd14 config asks PNDM
-    guidance, batch = settings.guidance, settings.batch_size
+    # the pipeline's sampler is DDIM on both profiles (erasure_lib.loading); T2IShield's sd14 config asks PNDM itself
+    steps, guidance, batch = settings.steps, settings.guidance, settings.batch_size
     work = (sampling(check, steps, guidance, batch, phase="check: the clean model's images") +
             sampling(check, steps, guidance, batch, phase="check: the FID floor (other seeds)"))
     for attack in plan.attacks:
         if attack == "villan" and profile != "toy":
             raise ValueError("the sd14 plan of chapter 30 plants no VillanDiffusion backdoor (see "
                              "erasure_lib.chapters.backdoor)")
-        work = work + Work(sampling(check, steps, guidance, batch,
-                                    phase="check: ASR images (clean and backdoored)").calls * 2)
+        work = work + sampling(check, steps, guidance, batch, phase="check: ASR images (clean and backdoored)") * 2
         work = work + sampling(check, steps, guidance, batch, phase="check: the backdoored model's images")
         work = work + sampling(8, steps, guidance, 32, phase="check: the grid")
         work = work + set_features(configs["SET"], plan.n_train + 2 * plan.n_test, phase="SET: response offsets")
-    for _ in plan.claim_seeds:
-        for attack in plan.attacks:
-            for name in plan.detectors:
-                if name == "CDA" and not plan.n_cda:
-                    continue
-                work = work + detector(name, configs, plan.n_train, plan.n_test, plan.n_cda, scheduler)
+    per_backdoor = Work()   # every detector's fit and score on one backdoor, at one claim seed
+    for name in plan.detectors:
+        if name != "CDA" or plan.n_cda:
+            per_backdoor = per_backdoor + detector(name, configs, plan.n_train, plan.n_test, plan.n_cda)
+    work = work + per_backdoor * (len(plan.claim_seeds) * len(plan.attacks))
     if plan.ablation:
-        for attack in plan.attacks:
-            work = work + Work(set_features(configs["SET"], plan.n_train + 2 * plan.n_test,
-                                            phase="SET: ablation (3 variants probed again)").calls * 3)
+        work = work + set_features(configs["SET"], plan.n_train + 2 * plan.n_test,
+                                   phase="SET: ablation (3 variants probed again)") * (3 * len(plan.attacks))
     return work
 
 

@@ -96,7 +96,7 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
     device = pipe.device
     block = row_block(device)
     pipe.set_progress_bar_config(disable=True)  # one bar over batches instead of one per denoising loop
-    batch_size = _worker_batch(len(prompts), _padded(batch_size, block), block, device)
+    batch_size = _batch_size(len(prompts), batch_size, device)
     starts = list(range(0, len(prompts), batch_size))
     bar = tqdm(total=len(starts), desc="generate", disable=not progress or len(starts) < 2)
 
@@ -168,11 +168,14 @@ def one_torch_thread(workers: int):
             torch.set_num_threads(before)
 
 
-def _worker_batch(n: int, batch_size: int, block: int, device) -> int:
-    """``batch_size``, or less when fewer batches than :func:`sample_workers` would leave a thread idle: the
-    smallest whole number of ``block`` rows that gives every thread a batch, never below one block. Only on the CPU
-    with row blocks (``block`` > 1), where an image does not depend on its batch (the module docstring); elsewhere
-    (a GPU, ``$ERASURE_BOOK_ROW_BLOCK=1``) the batch is the caller's."""
+def _batch_size(n: int, batch_size: int, device) -> int:
+    """The batch of ``n`` images on ``device``: ``batch_size`` rounded up to a whole number of :func:`row_block`
+    rows, or less when fewer batches than :func:`sample_workers` would leave a thread idle (the smallest whole
+    number of blocks that gives every thread a batch, never below one block). The batch is lowered only on the CPU
+    with row blocks (a block > 1), where an image does not depend on its batch (the module docstring); elsewhere
+    (a GPU, ``$ERASURE_BOOK_ROW_BLOCK=1``) it is the caller's."""
+    block = row_block(device)
+    batch_size = _padded(batch_size, block)
     if block <= 1 or (device is not None and torch.device(device).type != "cpu"):
         return batch_size
     workers = sample_workers(device)
@@ -328,7 +331,7 @@ def denoise(pipe, prompts: Sequence[str], latents: torch.Tensor, steps: int = 50
     use_cfg = guidance != 1.0
     timesteps = set_steps(pipe, steps)[start:stop]
     device, dtype = pipe.device, pipe.unet.dtype
-    batch_size = _worker_batch(len(prompts), _padded(batch_size, row_block(device)), row_block(device), device)
+    batch_size = _batch_size(len(prompts), batch_size, device)
 
     def run(pipe, chunk):
         done = []

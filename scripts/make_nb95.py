@@ -54,6 +54,11 @@ The table below is computed by this page from the library, for each chapter's de
 book.colab()
 
 code('''
+# parameters (papermill overrides them): the page computes every chapter's default sd14 plan, whatever the profile
+measured_results = None   # a results folder with 12_ticoe/gpu_memory_sd14_measured.csv (None: the repository's)
+''', tags=["parameters"])
+
+code('''
 # every chapter's default sd14 plan: GPU time (computed; chapter 12 measured on an H200) and peak GPU memory
 import warnings
 
@@ -62,7 +67,7 @@ with warnings.catch_warnings():  # run alone (nbval), the first import of the li
     from erasure_lib import costs, memory, runtime
     from erasure_lib.results import show_table, write_table
 
-guide = costs.guide()
+guide = costs.guide(measured_results)
 write_table(guide, "95_sd14", "guide", provenance={
     "throughput": runtime.BENCHMARK_SOURCE, "memory": "erasure_lib.memory (meta-device byte counts, fp16 pipeline, "
     f"{memory.RESERVE / memory.GIB:.0f} GiB reserve)", "measured": "results/12_ticoe/gpu_memory_sd14_measured.csv (H200)"})

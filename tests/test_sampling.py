@@ -169,5 +169,5 @@ def test_a_process_on_torchs_threads_samples_in_threads_of_one(pipe, monkeypatch
     assert batches == [2] and threads == [1, 1]
     np.testing.assert_array_equal(one, two)
     # a batch never shrinks below one block; enough batches, or one accelerator, are left alone
-    assert sampling._worker_batch(8, 64, 8, "cpu") == 8 and sampling._worker_batch(128, 64, 8, "cpu") == 64
-    assert sampling._worker_batch(100, 64, 8, "cuda") == 64
+    assert sampling._batch_size(8, 64, "cpu") == 8 and sampling._batch_size(128, 64, "cpu") == 64
+    assert sampling._batch_size(100, 64, "cuda") == 64

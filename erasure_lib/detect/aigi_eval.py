@@ -94,8 +94,9 @@ def fit_many(jobs, backbone, train: Split, *, workers: int | None = None, profil
     """Several detectors, ``jobs`` a list of ``(name, seed, overrides)``, as :func:`fitted_detector` gives them;
     the ones not cached are fitted ``workers`` at a time in threads on the CPU (default:
     :func:`erasure_lib.sampling.sample_workers`, 2 on 2 cores, with one torch thread each while they run; torch
-    releases the GIL in its kernels). Each detector is built in this thread and draws from its own seeded generators, so the results do
-    not depend on ``workers``; a LoRA dropout above 0 draws from torch's global generator, so then one at a time."""
+    releases the GIL in its kernels). Each detector is built in this thread and draws from its own seeded
+    generators, so the results do not depend on ``workers``; a LoRA dropout above 0 draws from torch's global
+    generator, so then one at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..sampling import one_torch_thread, sample_workers
